@@ -1,0 +1,426 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  SQL-callable functions for applications: register, create,
+ *	  send_event, fail.
+ *
+ * Each checks its arguments and the caller's rights, then writes the
+ * extension's tables as the extension's owner: ordinary roles cannot write
+ * those tables directly, so nobody can forge an instance owned by another
+ * role.  The caller is GetUserId() at entry (the functions are not
+ * SECURITY DEFINER), and that role becomes the owner of what it creates.
+ *
+ * The step functions used inside workflows live in replay.c.
+ *
+ * IDENTIFICATION
+ *	  src/api.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+
+PG_FUNCTION_INFO_V1(wf_register);
+PG_FUNCTION_INFO_V1(wf_create);
+PG_FUNCTION_INFO_V1(wf_send_event);
+PG_FUNCTION_INFO_V1(wf_fail);
+PG_FUNCTION_INFO_V1(wf_launch);
+
+static WfQuery q_workflow = {
+	"SELECT owner::oid FROM workflows.workflows WHERE name = $1 FOR UPDATE",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_add_workflow = {
+	"INSERT INTO workflows.workflows (name, owner) VALUES ($1, $2::oid::regrole) "
+	"ON CONFLICT (name) DO NOTHING",
+	2, {TEXTOID, OIDOID}, NULL
+};
+
+static WfQuery q_newest_version = {
+	"SELECT version_id, fn::oid, fn_hash FROM workflows.versions "
+	"WHERE workflow = $1 ORDER BY created_at DESC LIMIT 1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_add_version = {
+	"INSERT INTO workflows.versions (version_id, workflow, fn, fn_hash, created_by) "
+	"VALUES (gen_random_uuid()::text, $1, $2::oid::regprocedure, $3, $4::oid::regrole) "
+	"RETURNING version_id",
+	4, {TEXTOID, OIDOID, INT8OID, OIDOID}, NULL
+};
+
+static WfQuery q_add_instance = {
+	"INSERT INTO workflows.instances (id, workflow, version_id, owner, params, wake_at) "
+	"VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4::oid::regrole, $5, now()) "
+	"ON CONFLICT (id) DO NOTHING RETURNING id",
+	5, {TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID}, NULL
+};
+
+static WfQuery q_instance_owner = {
+	"SELECT owner::oid, status FROM workflows.instances WHERE id = $1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_add_event = {
+	"INSERT INTO workflows.events (instance_id, type, payload) VALUES ($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, JSONBOID}, NULL
+};
+
+/*
+ * Run the body of an API function as the extension's owner, connected to
+ * SPI.  The caller's identity must have been captured before.
+ */
+typedef struct WfAsOwner
+{
+	Oid			save_userid;
+	int			save_sec;
+} WfAsOwner;
+
+static void
+as_owner_begin(WfAsOwner *s)
+{
+	GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
+	SetUserIdAndSecContext(wf_extension_owner(),
+						   s->save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+}
+
+static void
+as_owner_end(WfAsOwner *s)
+{
+	SPI_finish();
+	SetUserIdAndSecContext(s->save_userid, s->save_sec);
+}
+
+static char *
+required_text(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	return text_to_cstring(PG_GETARG_TEXT_PP(n));
+}
+
+static void
+check_payload(Jsonb *j, const char *what)
+{
+	if (j != NULL && VARSIZE(j) > (Size) wf_max_payload_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+				 errmsg("%s is %u bytes, more than workflows.max_payload_size (%d)",
+						what, (unsigned int) VARSIZE(j), wf_max_payload_size)));
+}
+
+/*
+ * A fingerprint of a function's definition: a new version is registered
+ * when it changes, even under the same name and signature.
+ */
+static int64
+function_hash(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	bool		isnull;
+	Datum		d;
+	uint64		h = (uint64) fn;
+	Form_pg_proc proc;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	h = hash_combine64(h, (uint64) proc->prolang);
+	h = hash_combine64(h, (uint64) proc->prorettype);
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+	if (!isnull)
+	{
+		text	   *src = DatumGetTextPP(d);
+
+		h = hash_combine64(h, hash_bytes_extended((unsigned char *) VARDATA_ANY(src),
+												  VARSIZE_ANY_EXHDR(src), 0));
+	}
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &isnull);
+	if (!isnull)
+	{
+		text	   *bin = DatumGetTextPP(d);
+
+		h = hash_combine64(h, hash_bytes_extended((unsigned char *) VARDATA_ANY(bin),
+												  VARSIZE_ANY_EXHDR(bin), 0));
+	}
+	ReleaseSysCache(tup);
+	return (int64) h;
+}
+
+/*
+ * Can fn be a workflow?  It takes one jsonb argument and returns one value
+ * of a type we can turn into jsonb.
+ */
+static void
+check_workflow_fn(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	char		typtype;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	if (proc->prokind != PROKIND_FUNCTION)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("%s is not a function", format_procedure(fn)),
+				 errhint("A workflow is a function taking jsonb, such as CREATE FUNCTION w(event jsonb) RETURNS jsonb.")));
+	if (proc->pronargs != 1 || proc->proargtypes.values[0] != JSONBOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("workflow function %s must take exactly one argument of type jsonb",
+						format_procedure(fn)),
+				 errhint("A workflow is a function taking jsonb, such as CREATE FUNCTION w(event jsonb) RETURNS jsonb.")));
+	typtype = get_typtype(proc->prorettype);
+	if (proc->proretset ||
+		(typtype == TYPTYPE_PSEUDO && proc->prorettype != VOIDOID))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("workflow function %s must return a single value, such as jsonb",
+						format_procedure(fn))));
+	ReleaseSysCache(tup);
+}
+
+/*
+ * workflows.register(name text, fn regprocedure) returns text
+ *
+ * Makes fn the newest version of workflow "name" and returns the version
+ * id.  Registering the same, unchanged function again returns the existing
+ * version.  Only the role that first registered a name (or a member of it)
+ * may register new versions under it.
+ */
+Datum
+wf_register(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *name = required_text(fcinfo, 0, "workflow name");
+	Oid			fn;
+	int64		hash;
+	AclResult	aclresult;
+	WfAsOwner	s;
+	Datum		v[4];
+	char	   *version = NULL;
+	bool		isnull;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow function must not be null")));
+	fn = PG_GETARG_OID(1);
+	if (name[0] == '\0' || strlen(name) > WF_MAX_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("workflow name must be 1 to %d bytes long", WF_MAX_NAME_LEN)));
+	check_workflow_fn(fn);
+	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+	hash = function_hash(fn);
+
+	as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(name);
+	v[1] = ObjectIdGetDatum(caller);
+	wf_query(&q_add_workflow, v, NULL, 0);
+	wf_query(&q_workflow, v, NULL, 1);
+	{
+		Oid			owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
+
+		if (!has_privs_of_role(caller, owner))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("workflow \"%s\" belongs to role %s", name,
+							GetUserNameFromId(owner, false)),
+					 errdetail("Only its owner can register new versions of it.")));
+	}
+
+	if (wf_query(&q_newest_version, v, NULL, 1) == 1 &&
+		DatumGetObjectId(wf_get_datum(0, 2, &isnull)) == fn &&
+		DatumGetInt64(wf_get_datum(0, 3, &isnull)) == hash)
+		version = wf_get_text(0, 1);
+	else
+	{
+		v[1] = ObjectIdGetDatum(fn);
+		v[2] = Int64GetDatum(hash);
+		v[3] = ObjectIdGetDatum(caller);
+		wf_query(&q_add_version, v, NULL, 0);
+		version = wf_get_text(0, 1);
+	}
+	version = MemoryContextStrdup(s.save_userid ? CurrentMemoryContext : CurrentMemoryContext, version);
+	as_owner_end(&s);
+	PG_RETURN_TEXT_P(cstring_to_text(version));
+}
+
+/*
+ * workflows.create(workflow text, params jsonb, id text) returns text
+ *
+ * Queues an instance of the newest version of a workflow, owned by the
+ * caller, who must be allowed to execute the workflow's function.  It
+ * becomes visible to the executors, and wakes them, when the caller's
+ * transaction commits.  An id that exists already is an error.
+ */
+Datum
+wf_create(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *workflow = required_text(fcinfo, 0, "workflow name");
+	Jsonb	   *params;
+	char	   *id = NULL;
+	WfAsOwner	s;
+	Datum		v[5];
+	char		n[5] = {' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Oid			fn;
+	AclResult	aclresult;
+	char	   *result;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instance params must not be null"),
+				 errhint("Pass '{}' for no params.")));
+	params = PG_GETARG_JSONB_P(1);
+	check_payload(params, "instance params");
+	if (!PG_ARGISNULL(2))
+	{
+		id = text_to_cstring(PG_GETARG_TEXT_PP(2));
+		if (id[0] == '\0' || strlen(id) > WF_MAX_ID_LEN)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("instance id must be 1 to %d bytes long", WF_MAX_ID_LEN)));
+	}
+
+	as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(workflow);
+	if (wf_query(&q_newest_version, v, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errhint("Register it with workflows.register().")));
+	v[2] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
+	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+
+	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+
+	v[0] = id ? CStringGetTextDatum(id) : (Datum) 0;
+	n[0] = id ? ' ' : 'n';
+	v[1] = CStringGetTextDatum(workflow);
+	v[3] = ObjectIdGetDatum(caller);
+	v[4] = JsonbPGetDatum(params);
+	if (wf_query(&q_add_instance, v, n, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("workflow instance \"%s\" already exists", id),
+				 errhint("Instance ids are unique; choose another id or pass NULL for a generated one.")));
+	result = wf_get_text(0, 1);
+	result = pstrdup(result);
+	as_owner_end(&s);
+
+	wf_wake_at_commit();
+	PG_RETURN_TEXT_P(cstring_to_text(result));
+}
+
+/*
+ * workflows.send_event(instance text, type text, payload jsonb)
+ *
+ * Stores an event for an instance the caller may control.  It is delivered
+ * (in arrival order per type) to the instance's next wait_for_event() of
+ * that type, whether the instance waits already or gets there later.  The
+ * instance is woken at commit; nothing is delivered if the caller rolls
+ * back.
+ */
+Datum
+wf_send_event(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *instance = required_text(fcinfo, 0, "instance id");
+	char	   *type = required_text(fcinfo, 1, "event type");
+	Jsonb	   *payload = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	WfAsOwner	s;
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+	bool		isnull;
+	char	   *status;
+
+	if (type[0] == '\0' || strlen(type) > WF_MAX_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type must be 1 to %d bytes long", WF_MAX_NAME_LEN)));
+	check_payload(payload, "event payload");
+
+	as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(instance);
+	if (wf_query(&q_instance_owner, v, NULL, 1) == 0 ||
+		!wf_can_see(DatumGetObjectId(wf_get_datum(0, 1, &isnull)), caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow instance \"%s\" does not exist", instance)));
+	status = wf_get_text(0, 2);
+	if (strcmp(status, "complete") == 0 || strcmp(status, "errored") == 0 ||
+		strcmp(status, "terminated") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_INVALID_STATUS),
+				 errmsg("cannot send an event to workflow instance \"%s\": it is %s",
+						instance, status)));
+	v[1] = CStringGetTextDatum(type);
+	v[2] = JsonbPGetDatum(payload);
+	n[2] = payload ? ' ' : 'n';
+	wf_query(&q_add_event, v, n, 0);
+	as_owner_end(&s);
+
+	wf_event_at_commit();
+	PG_RETURN_VOID();
+}
+
+/*
+ * workflows.fail(message text, detail text)
+ *
+ * Raise the non-retryable error: a step that raises it fails at once,
+ * without further attempts.
+ */
+Datum
+wf_fail(PG_FUNCTION_ARGS)
+{
+	char	   *message = PG_ARGISNULL(0) ? "step failed" : text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *detail = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+
+	ereport(ERROR,
+			(errcode(ERRCODE_WF_NON_RETRYABLE),
+			 errmsg_internal("%s", message),
+			 detail ? errdetail_internal("%s", detail) : 0));
+	PG_RETURN_VOID();
+}
+
+/*
+ * workflows._launch(): called by the extension's install script, so that
+ * the launcher starts this database's executors when CREATE EXTENSION
+ * commits.
+ */
+Datum
+wf_launch(PG_FUNCTION_ARGS)
+{
+	wf_launch_at_commit();
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,850 @@
+/*-------------------------------------------------------------------------
+ *
+ * executor.c
+ *	  The per-database executor: claim an instance, replay it, do what it
+ *	  asked for, record the result, commit; sleep until the next wake time.
+ *
+ * An instance advances in short transactions ("ticks").  Each tick locks
+ * the instance row (FOR UPDATE SKIP LOCKED, so executors never wait for
+ * each other and never run one instance twice), replays the workflow
+ * function against the memo cache (replay.c), and does the one thing the
+ * run stopped at:
+ *
+ *	- a step: its callback runs in its own subtransaction, as the instance's
+ *	  owner, under the step's timeout.  Its output, its attempt and the
+ *	  instance's new state are written in the same transaction as the
+ *	  callback's own writes, so for work inside the database a step happens
+ *	  exactly once: a crash before the commit leaves no trace, and after the
+ *	  commit the memo answers every replay.
+ *	- a sleep, an event wait or a retry delay: the instance's wake time is
+ *	  stored and the executor moves on.  Nothing waits in memory.
+ *
+ * With workflows.steps_per_transaction > 1 a tick may run several steps
+ * before it commits; the guarantee is the same, the steps just become
+ * visible together.
+ *
+ * Idle executors sleep on their latch until the earliest wake time of any
+ * instance (or workflows.poll_interval).  Backends set the latch when a
+ * transaction that created an instance or sent an event commits
+ * (wakeup.c), so new work starts at once.
+ *
+ * Events: send_event() only inserts a row and, at commit, bumps a shared
+ * counter.  An executor that sees the counter move "sweeps": it makes every
+ * instance waiting for an event type that now has an undelivered event
+ * runnable.  An executor reads the counter before it looks for an event
+ * and looks at it again after its commit, so an event committed while the
+ * instance was locked is never missed.
+ *
+ * IDENTIFICATION
+ *	  src/executor.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/lwlock.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timeout.h"
+
+/* ---- statements on the extension's tables ---- */
+
+#define INSTANCE_COLUMNS \
+	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid " \
+	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id "
+
+static WfQuery q_claim_any = {
+	INSTANCE_COLUMNS
+	"WHERE i.wake_at <= $1 ORDER BY i.wake_at LIMIT 1 FOR UPDATE OF i SKIP LOCKED",
+	1, {TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_claim_one = {
+	INSTANCE_COLUMNS
+	"WHERE i.id = $2 AND i.wake_at <= $1 FOR UPDATE OF i SKIP LOCKED",
+	2, {TIMESTAMPTZOID, TEXTOID}, NULL
+};
+
+static WfQuery q_memos = {
+	"SELECT key, type, status, output, error, hash, wake_at, attempts, seq, started_at "
+	"FROM workflows.steps WHERE instance_id = $1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_step_upsert = {
+	"INSERT INTO workflows.steps AS s (instance_id, key, seq, name, type, status, output, "
+	"  error, config, hash, attempts, started_at, ended_at, wake_at) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+	"ON CONFLICT (instance_id, key) DO UPDATE SET status = EXCLUDED.status, "
+	"  output = EXCLUDED.output, error = EXCLUDED.error, config = EXCLUDED.config, "
+	"  attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, wake_at = EXCLUDED.wake_at",
+	14, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID,
+		JSONBOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_attempt = {
+	"INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, "
+	"  ended_at, success, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID, JSONBOID}, NULL
+};
+
+static WfQuery q_finish_sleep = {
+	"UPDATE workflows.steps SET status = 'complete', ended_at = wake_at "
+	"WHERE instance_id = $1 AND key = $2 AND status = 'waiting'",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_take_event = {
+	"UPDATE workflows.events SET consumed_by = $3, consumed_at = $4 "
+	"WHERE instance_id = $1 AND seq = (SELECT seq FROM workflows.events "
+	"  WHERE instance_id = $1 AND type = $2 AND consumed_by IS NULL "
+	"  ORDER BY seq LIMIT 1 FOR UPDATE) "
+	"RETURNING jsonb_build_object('type', type, 'payload', payload, 'timestamp', sent_at)",
+	4, {TEXTOID, TEXTOID, TEXTOID, TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_instance_update = {
+	"UPDATE workflows.instances SET status = $2, "
+	"  wake_at = CASE WHEN $2 = 'running' THEN wake_at ELSE $3 END, "
+	"  waiting_for = $4, output = $5, error = $6, ended_at = $7, "
+	"  started_at = COALESCE(started_at, $8), revision = revision + 1 "
+	"WHERE id = $1 RETURNING revision",
+	8, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TEXTOID, JSONBOID, JSONBOID,
+		TIMESTAMPTZOID, TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_sweep = {
+	"UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"  SELECT i.id FROM workflows.instances i "
+	"  WHERE i.id IN (SELECT e.instance_id FROM workflows.events e WHERE e.consumed_by IS NULL) "
+	"    AND i.status = 'waiting' AND i.waiting_for IS NOT NULL AND i.wake_at > $1 "
+	"    AND EXISTS (SELECT 1 FROM workflows.events e WHERE e.instance_id = i.id "
+	"                AND e.type = i.waiting_for AND e.consumed_by IS NULL) "
+	"  FOR UPDATE OF i SKIP LOCKED)",
+	1, {TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_next_wake = {
+	"SELECT min(wake_at) FROM workflows.instances WHERE wake_at > $1",
+	1, {TIMESTAMPTZOID}, NULL
+};
+
+/* ---- executor state ---- */
+
+/* the instance this executor is on, kept between its ticks */
+typedef struct WfInstance
+{
+	bool		valid;
+	char		id[WF_MAX_ID_LEN + 1];
+	int64		revision;		/* as of our last commit */
+} WfInstance;
+
+/* how a tick leaves the instance */
+typedef struct WfOutcome
+{
+	const char *status;			/* running, waiting, complete, errored */
+	TimestampTz wake_at;
+	const char *waiting_for;
+	Jsonb	   *output;
+	Jsonb	   *error;
+} WfOutcome;
+
+static WfWorkerSlot *my_slot;
+static WfInstance cur;
+static TimeoutId step_timeout_id;
+static volatile sig_atomic_t step_timed_out = false;
+static uint64 seen_event_generation = 0;
+
+static void
+step_timeout_handler(void)
+{
+	step_timed_out = true;
+	QueryCancelPending = true;
+	InterruptPending = true;
+	SetLatch(MyLatch);
+}
+
+static void
+executor_detach(int code, Datum arg)
+{
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	my_slot->pid = 0;
+	my_slot->proc = NULL;
+	my_slot->instance[0] = '\0';
+	my_slot->step[0] = '\0';
+	LWLockRelease(wf_shared->lock);
+}
+
+/* what this executor is doing, for the executors view and ps */
+static void
+report(const char *instance, const char *step)
+{
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	strlcpy(my_slot->instance, instance ? instance : "", sizeof(my_slot->instance));
+	strlcpy(my_slot->step, step ? step : "", sizeof(my_slot->step));
+	my_slot->since = GetCurrentTimestamp();
+	LWLockRelease(wf_shared->lock);
+}
+
+static void
+begin_tx(void)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PushActiveSnapshot(GetTransactionSnapshot());
+}
+
+static void
+end_tx(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
+/*
+ * The extension was dropped (or never created): say so and exit; the
+ * launcher will not restart us.
+ */
+static void
+pg_attribute_noreturn()
+exit_absent(void)
+{
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	my_slot->extension_absent = true;
+	LWLockRelease(wf_shared->lock);
+	ereport(DEBUG1, (errmsg("workflows executor exits: extension not present in this database")));
+	proc_exit(0);
+}
+
+static void
+check_extension(void)
+{
+	if (!OidIsValid(get_extension_oid("workflows", true)))
+	{
+		end_tx();
+		exit_absent();
+	}
+}
+
+static char
+memo_type(const char *t)
+{
+	return t[0] == 's' ? (t[1] == 'l' ? 'z' : 's') : 'e';
+}
+
+/* load the memos of an instance into the replay cache */
+static void
+load_memos(const char *id)
+{
+	Datum		values[1];
+	MemoryContext old;
+	int			n,
+				i;
+
+	wf_replay_reset(id);
+	values[0] = CStringGetTextDatum(id);
+	n = wf_query(&q_memos, values, NULL, 0);
+	old = MemoryContextSwitchTo(wf_replay_cxt());
+	for (i = 0; i < n; i++)
+	{
+		char	   *key = wf_get_text(i, 1);
+		char	   *type = wf_get_text(i, 2);
+		char	   *status = wf_get_text(i, 3);
+		WfMemo	   *memo = wf_replay_memo(key, true);
+		bool		isnull;
+		Datum		d;
+
+		memo->type = memo_type(type);
+		memo->status = status[0] == 'r' ? 'r' : status[0] == 'w' ? 'w' :
+			status[0] == 'c' ? 'c' : 'f';
+		memo->output = wf_get_jsonb(i, 4);
+		memo->error = wf_get_jsonb(i, 5);
+		d = wf_get_datum(i, 6, &isnull);
+		memo->hash = isnull ? 0 : DatumGetInt64(d);
+		d = wf_get_datum(i, 7, &isnull);
+		memo->wake_at = isnull ? 0 : DatumGetTimestampTz(d);
+		memo->attempts = DatumGetInt32(wf_get_datum(i, 8, &isnull));
+		memo->seq = DatumGetInt32(wf_get_datum(i, 9, &isnull));
+		memo->started = DatumGetTimestampTz(wf_get_datum(i, 10, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* write a step row (insert or update); NULL pointers and 0 times are NULL */
+static void
+save_step(const char *id, WfAction *a, const char *type, const char *status,
+		  Jsonb *output, Jsonb *error, Jsonb *config, int attempts,
+		  TimestampTz ended, TimestampTz wake)
+{
+	Datum		v[14];
+	char		n[14];
+
+	memset(n, ' ', sizeof(n));
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = Int32GetDatum(a->seq);
+	v[3] = CStringGetTextDatum(a->name);
+	v[4] = CStringGetTextDatum(type);
+	v[5] = CStringGetTextDatum(status);
+	v[6] = JsonbPGetDatum(output);
+	n[6] = output ? ' ' : 'n';
+	v[7] = JsonbPGetDatum(error);
+	n[7] = error ? ' ' : 'n';
+	v[8] = JsonbPGetDatum(config);
+	n[8] = config ? ' ' : 'n';
+	v[9] = Int64GetDatum(a->hash);
+	v[10] = Int32GetDatum(attempts);
+	v[11] = TimestampTzGetDatum(a->started);
+	v[12] = TimestampTzGetDatum(ended);
+	n[12] = ended ? ' ' : 'n';
+	v[13] = TimestampTzGetDatum(wake);
+	n[13] = wake ? ' ' : 'n';
+	wf_query(&q_step_upsert, v, n, 0);
+}
+
+/* remember a step's new state in the replay cache */
+static void
+memo_step(WfAction *a, char type, char status, Jsonb *output, Jsonb *error,
+		  int attempts, TimestampTz wake)
+{
+	WfMemo	   *memo = wf_replay_memo(a->key, true);
+	MemoryContext old = MemoryContextSwitchTo(wf_replay_cxt());
+
+	memo->type = type;
+	memo->status = status;
+	memo->hash = a->hash;
+	memo->attempts = attempts;
+	memo->seq = a->seq;
+	memo->started = a->started;
+	memo->wake_at = wake;
+	memo->output = output ? DatumGetJsonbPCopy(JsonbPGetDatum(output)) : NULL;
+	memo->error = error ? DatumGetJsonbPCopy(JsonbPGetDatum(error)) : NULL;
+	MemoryContextSwitchTo(old);
+}
+
+static bool
+is_final_error(ErrorData *edata, WfAction *a)
+{
+	return edata->sqlerrcode == ERRCODE_WF_NON_RETRYABLE ||
+		edata->sqlerrcode == ERRCODE_WF_LIMIT_EXCEEDED ||
+		a->attempt > a->config.retries_limit;
+}
+
+/*
+ * Run one attempt of a step and record it.  Returns true if the step is now
+ * final (complete, or failed for good), false if a retry was scheduled at
+ * *retry_at.  Runs in the tick's transaction; the callback gets a
+ * subtransaction of its own, released on success and rolled back on error.
+ */
+static bool
+run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz end;
+	Jsonb	   *output = NULL;
+	ErrorData  *edata = NULL;
+	Jsonb	   *config = wf_step_config_jsonb(&a->config);
+	Datum		v[7];
+	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+
+	report(id, a->key);
+	pgstat_report_activity(STATE_RUNNING, a->sql ? a->sql : "workflows: step function");
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec;
+		int			nest;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", wf_step_search_path,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		(void) wf_in_step(true);
+		step_timed_out = false;
+		if (a->config.timeout_ms > 0)
+			enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
+
+		if (a->sql != NULL)
+			output = wf_run_sql_callback(a->sql, a->args);
+		else
+			output = wf_run_fn_callback(a->fn, a->args);
+
+		if (a->config.timeout_ms > 0)
+			disable_timeout(step_timeout_id, false);
+		/* the callback finished just as its timeout fired: keep its result */
+		if (step_timed_out)
+			QueryCancelPending = false;
+		(void) wf_in_step(false);
+
+		if (output != NULL && VARSIZE(output) > (Size) wf_max_output_size)
+			ereport(ERROR,
+					(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+					 errmsg("step output is %u bytes, more than workflows.max_output_size (%d)",
+							(unsigned int) VARSIZE(output), wf_max_output_size)));
+
+		AtEOXact_GUC(false, nest);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_CATCH();
+	{
+		if (a->config.timeout_ms > 0)
+			disable_timeout(step_timeout_id, false);
+		(void) wf_in_step(false);
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+		if (step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
+			edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
+									  a->key, a->config.timeout_ms);
+		}
+		step_timed_out = false;
+	}
+	PG_END_TRY();
+
+	end = GetCurrentTimestamp();
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = Int32GetDatum(a->attempt);
+	v[3] = TimestampTzGetDatum(start);
+	v[4] = TimestampTzGetDatum(end);
+
+	if (edata == NULL)
+	{
+		save_step(id, a, "step", "complete", output, NULL, config, a->attempt, end, 0);
+		v[5] = BoolGetDatum(true);
+		n[6] = 'n';
+		wf_query(&q_attempt, v, n, 0);
+		memo_step(a, 's', 'c', output, NULL, a->attempt, 0);
+		return true;
+	}
+	else
+	{
+		Jsonb	   *error = wf_error_jsonb(edata);
+
+		v[5] = BoolGetDatum(false);
+		v[6] = JsonbPGetDatum(error);
+		if (is_final_error(edata, a))
+		{
+			save_step(id, a, "step", "failed", NULL, error, config, a->attempt, end, 0);
+			wf_query(&q_attempt, v, n, 0);
+			memo_step(a, 's', 'f', NULL, error, a->attempt, 0);
+			ereport(LOG,
+					(errmsg("workflows: step \"%s\" of instance \"%s\" failed for good after %d attempt%s: %s",
+							a->key, id, a->attempt, a->attempt == 1 ? "" : "s", edata->message)));
+			return true;
+		}
+		*retry_at = TimestampTzPlusMilliseconds(end, wf_retry_delay_ms(&a->config, a->attempt));
+		save_step(id, a, "step", "retrying", NULL, error, config, a->attempt, 0, *retry_at);
+		wf_query(&q_attempt, v, n, 0);
+		memo_step(a, 's', 'r', NULL, error, a->attempt, *retry_at);
+		return false;
+	}
+}
+
+/*
+ * Take the oldest undelivered event of the awaited type, or time out, or
+ * wait.  Returns true if the step is now final.
+ */
+static bool
+take_event(const char *id, WfAction *a, TimestampTz now)
+{
+	Datum		v[4];
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->event_type);
+	v[2] = CStringGetTextDatum(a->key);
+	v[3] = TimestampTzGetDatum(now);
+	if (wf_query(&q_take_event, v, NULL, 0) == 1)
+	{
+		Jsonb	   *event = wf_get_jsonb(0, 1);
+
+		save_step(id, a, "event", "complete", event, NULL, NULL, 0, now, a->until);
+		memo_step(a, 'e', 'c', event, NULL, 0, a->until);
+		return true;
+	}
+	if (!a->is_new && a->until <= now)
+	{
+		StringInfoData buf;
+		Jsonb	   *error;
+
+		initStringInfo(&buf);
+		appendStringInfoString(&buf, "timed out waiting for event ");
+		escape_json(&buf, a->event_type);
+		{
+			StringInfoData j;
+
+			initStringInfo(&j);
+			appendStringInfoString(&j, "{\"message\": ");
+			escape_json(&j, buf.data);
+			appendStringInfoString(&j, ", \"sqlstate\": \"WF002\"}");
+			error = wf_cstring_jsonb(j.data);
+		}
+		save_step(id, a, "event", "failed", NULL, error, NULL, 0, now, a->until);
+		memo_step(a, 'e', 'f', NULL, error, 0, a->until);
+		return true;
+	}
+	save_step(id, a, "event", "waiting", NULL, NULL, NULL, 0, 0, a->until);
+	memo_step(a, 'e', 'w', NULL, NULL, 0, a->until);
+	return false;
+}
+
+/* mark the sleeps that replay found over as complete */
+static void
+finish_sleeps(const char *id)
+{
+	ListCell   *lc;
+
+	foreach(lc, wf_replay_finished_sleeps())
+	{
+		Datum		v[2];
+
+		v[0] = CStringGetTextDatum(id);
+		v[1] = CStringGetTextDatum((char *) lfirst(lc));
+		wf_query(&q_finish_sleep, v, NULL, 0);
+	}
+}
+
+static Jsonb *
+make_event(const char *id, Jsonb *params, TimestampTz created)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"instanceId\": ");
+	escape_json(&buf, id);
+	appendStringInfoString(&buf, ", \"payload\": ");
+	(void) JsonbToCString(&buf, &params->root, VARSIZE(params));
+	appendStringInfoString(&buf, ", \"timestamp\": ");
+	escape_json(&buf, timestamptz_to_str(created));
+	appendStringInfoChar(&buf, '}');
+	return wf_cstring_jsonb(buf.data);
+}
+
+/*
+ * One tick: claim the current instance (or any runnable one), advance it as
+ * far as one transaction may, commit.  Returns true if the instance should
+ * get another tick right away; sets *claimed if any instance was claimed.
+ */
+static bool
+tick(bool *claimed)
+{
+	MemoryContext tickcxt = CurrentMemoryContext;
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		v[8];
+	char		n[8];
+	char	   *id;
+	Oid			owner,
+				fn;
+	int64		revision;
+	Jsonb	   *event;
+	int			steps = 0;
+	WfOutcome	out;
+	bool		again = false;
+	bool		waits_for_event = false;
+	uint64		generation;
+	bool		isnull;
+
+	*claimed = false;
+	generation = pg_atomic_read_u64(&wf_shared->event_generation);
+	pg_memory_barrier();
+
+	begin_tx();
+	check_extension();
+
+	v[0] = TimestampTzGetDatum(now);
+	if (cur.valid)
+		v[1] = CStringGetTextDatum(cur.id);
+	if (wf_query(cur.valid ? &q_claim_one : &q_claim_any, v, NULL, 1) == 0)
+	{
+		end_tx();
+		cur.valid = false;
+		return false;
+	}
+	*claimed = true;
+
+	id = wf_get_text(0, 1);
+	owner = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	revision = DatumGetInt64(wf_get_datum(0, 6, &isnull));
+	fn = DatumGetObjectId(wf_get_datum(0, 7, &isnull));
+	event = make_event(id, wf_get_jsonb(0, 4),
+					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
+
+	if (!cur.valid || strcmp(cur.id, id) != 0 || cur.revision != revision)
+	{
+		load_memos(id);
+		strlcpy(cur.id, id, sizeof(cur.id));
+		cur.valid = true;
+	}
+	report(id, NULL);
+
+	memset(&out, 0, sizeof(out));
+	for (;;)
+	{
+		Jsonb	   *output;
+		ErrorData  *error;
+		WfRunResult r;
+		WfAction   *a;
+		TimestampTz retry_at;
+
+		CHECK_FOR_INTERRUPTS();
+		r = wf_replay_run(fn, owner, event, &output, &error);
+		finish_sleeps(id);
+
+		if (r == WF_RUN_COMPLETE)
+		{
+			out.status = "complete";
+			out.output = output;
+			break;
+		}
+		if (r == WF_RUN_ERRORED)
+		{
+			out.status = "errored";
+			out.error = wf_error_jsonb(error);
+			ereport(LOG,
+					(errmsg("workflows: instance \"%s\" errored: %s", id, error->message)));
+			break;
+		}
+
+		a = wf_replay_action();
+		now = GetCurrentTimestamp();
+		if (a->kind == WF_ACT_STEP)
+		{
+			if (!run_step(id, owner, a, &retry_at))
+			{
+				out.status = "waiting";
+				out.wake_at = retry_at;
+				break;
+			}
+			if (++steps >= wf_steps_per_transaction)
+			{
+				out.status = "running";
+				again = true;
+				break;
+			}
+		}
+		else if (a->kind == WF_ACT_SLEEP)
+		{
+			if (a->until <= now)
+			{
+				save_step(id, a, "sleep", "complete", NULL, NULL, NULL, 0, a->until, a->until);
+				memo_step(a, 'z', 'c', NULL, NULL, 0, a->until);
+				continue;
+			}
+			save_step(id, a, "sleep", "waiting", NULL, NULL, NULL, 0, 0, a->until);
+			memo_step(a, 'z', 'w', NULL, NULL, 0, a->until);
+			out.status = "waiting";
+			out.wake_at = a->until;
+			break;
+		}
+		else if (a->kind == WF_ACT_EVENT)
+		{
+			if (take_event(id, a, now))
+				continue;
+			out.status = "waiting";
+			out.wake_at = a->until;
+			out.waiting_for = a->event_type;
+			waits_for_event = true;
+			break;
+		}
+		else if (a->kind == WF_ACT_WAIT)
+		{
+			out.status = "waiting";
+			out.wake_at = a->until;
+			break;
+		}
+		else
+			elog(ERROR, "workflow yielded without an action");
+	}
+
+	memset(n, ' ', sizeof(n));
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(out.status);
+	v[2] = TimestampTzGetDatum(out.wake_at);
+	n[2] = out.wake_at ? ' ' : 'n';
+	v[3] = out.waiting_for ? CStringGetTextDatum(out.waiting_for) : (Datum) 0;
+	n[3] = out.waiting_for ? ' ' : 'n';
+	v[4] = JsonbPGetDatum(out.output);
+	n[4] = out.output ? ' ' : 'n';
+	v[5] = JsonbPGetDatum(out.error);
+	n[5] = out.error ? ' ' : 'n';
+	v[6] = TimestampTzGetDatum(GetCurrentTimestamp());
+	n[6] = (out.output || out.error || strcmp(out.status, "complete") == 0) ? ' ' : 'n';
+	v[7] = TimestampTzGetDatum(now);
+	wf_query(&q_instance_update, v, n, 1);
+	cur.revision = DatumGetInt64(wf_get_datum(0, 1, &isnull));
+
+	end_tx();
+	MemoryContextSwitchTo(tickcxt);
+
+	if (!again)
+		cur.valid = false;
+	/* a wake time other executors may not know about: let them re-plan */
+	if (out.wake_at != 0)
+		wf_wake_database(MyDatabaseId);
+	/* an event may have been committed while we held the instance */
+	if (waits_for_event &&
+		pg_atomic_read_u64(&wf_shared->event_generation) != generation)
+		SetLatch(MyLatch);
+	return again;
+}
+
+/* make instances whose awaited event has arrived runnable now */
+static void
+sweep_events(void)
+{
+	Datum		v[1];
+
+	begin_tx();
+	check_extension();
+	v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	wf_query(&q_sweep, v, NULL, 0);
+	end_tx();
+}
+
+/* earliest future wake time of any instance, or 0 */
+static TimestampTz
+next_wake(void)
+{
+	Datum		v[1];
+	bool		isnull;
+	TimestampTz t = 0;
+
+	begin_tx();
+	check_extension();
+	v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	if (wf_query(&q_next_wake, v, NULL, 1) == 1)
+	{
+		Datum		d = wf_get_datum(0, 1, &isnull);
+
+		if (!isnull)
+			t = DatumGetTimestampTz(d);
+	}
+	end_tx();
+	return t;
+}
+
+static void
+maybe_sweep(void)
+{
+	uint64		g = pg_atomic_read_u64(&wf_shared->event_generation);
+
+	if (g != seen_event_generation)
+	{
+		seen_event_generation = g;
+		sweep_events();
+	}
+}
+
+void
+wf_executor_main(Datum arg)
+{
+	int			slotno = DatumGetInt32(arg);
+	MemoryContext loopcxt;
+	PGPROC	   *launcher;
+
+	my_slot = &wf_shared->slots[slotno];
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
+	pgstat_report_appname("workflows executor");
+
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	my_slot->pid = MyProcPid;
+	my_slot->proc = MyProc;
+	LWLockRelease(wf_shared->lock);
+	before_shmem_exit(executor_detach, 0);
+
+	step_timeout_id = RegisterTimeout(USER_TIMEOUT, step_timeout_handler);
+
+	begin_tx();
+	check_extension();
+	end_tx();
+
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	my_slot->ready = true;
+	launcher = wf_shared->launcher_proc;
+	LWLockRelease(wf_shared->lock);
+	if (launcher != NULL)
+		SetLatch(&launcher->procLatch);
+
+	loopcxt = AllocSetContextCreate(TopMemoryContext, "workflows executor loop",
+									ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		TimestampTz next;
+		long		timeout;
+		bool		claimed = false;
+
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		/* a cancel aimed at an idle executor has nothing to cancel */
+		QueryCancelPending = false;
+
+		MemoryContextSwitchTo(loopcxt);
+		for (;;)
+		{
+			maybe_sweep();
+			MemoryContextReset(loopcxt);
+			while (tick(&claimed))
+			{
+				CHECK_FOR_INTERRUPTS();
+				MemoryContextReset(loopcxt);
+			}
+			if (!claimed)
+				break;
+			CHECK_FOR_INTERRUPTS();
+		}
+		report(NULL, NULL);
+		pgstat_report_activity(STATE_IDLE, NULL);
+
+		next = next_wake();
+		MemoryContextReset(loopcxt);
+		if (next == 0)
+			timeout = wf_poll_interval_ms;
+		else
+			timeout = Min(wf_poll_interval_ms,
+						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next)));
+		if (timeout > 0)
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 timeout, PG_WAIT_EXTENSION);
+	}
+}

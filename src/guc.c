@@ -1,0 +1,106 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  Every configuration parameter of the extension, in one place.
+ *
+ * Defaults are chosen for a small server and documented in the README
+ * ("Configuration").  Limits exist so that a bad or hostile input is refused
+ * with a clear error instead of filling the disk or memory.
+ *
+ * IDENTIFICATION
+ *	  src/guc.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include "utils/guc.h"
+#include "utils/memutils.h"
+
+int			wf_max_workers = 2;
+int			wf_max_databases = 16;
+int			wf_poll_interval_ms = 10000;
+int			wf_steps_per_transaction = 1;
+int			wf_max_payload_size = 1024 * 1024;
+int			wf_max_output_size = 1024 * 1024;
+int			wf_max_steps = 10000;
+int			wf_max_step_crashes = 3;
+char	   *wf_step_search_path = NULL;
+
+void
+wf_define_gucs(void)
+{
+	DefineCustomIntVariable("workflows.max_workers",
+							"Executors started for each database that has the extension.",
+							NULL,
+							&wf_max_workers,
+							2, 1, WF_MAX_WORKERS_LIMIT,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_databases",
+							"Databases that can run workflows at the same time.",
+							NULL,
+							&wf_max_databases,
+							16, 1, 1024,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.poll_interval",
+							"Longest time an idle executor sleeps before it looks for work again.",
+							"Executors are woken at commit and at the earliest wake time; this is only a fallback.",
+							&wf_poll_interval_ms,
+							10000, 100, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.steps_per_transaction",
+							"Steps an executor may run and memoize in one transaction.",
+							"1 commits every step on its own; more steps per commit raise throughput but make each step visible later.",
+							&wf_steps_per_transaction,
+							1, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_payload_size",
+							"Largest params of an instance and payload of an event.",
+							NULL,
+							&wf_max_payload_size,
+							1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_output_size",
+							"Largest output of a step or of an instance.",
+							NULL,
+							&wf_max_output_size,
+							1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_SUSET, GUC_UNIT_BYTE,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_steps",
+							"Largest number of steps in one instance.",
+							NULL,
+							&wf_max_steps,
+							10000, 1, INT_MAX / 2,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_step_crashes",
+							"Times a step may crash its executor before it is failed for good.",
+							NULL,
+							&wf_max_step_crashes,
+							3, 1, 100,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("workflows.step_search_path",
+							   "search_path under which workflow functions and steps run.",
+							   "pg_catalog comes first so that no schema can shadow a built-in.",
+							   &wf_step_search_path,
+							   "pg_catalog, \"$user\", public",
+							   PGC_SUSET, 0,
+							   NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("workflows");
+}

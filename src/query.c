@@ -1,0 +1,161 @@
+/*-------------------------------------------------------------------------
+ *
+ * query.c
+ *	  The one SPI wrapper: prepared statements on the extension's tables,
+ *	  and small helpers to read their results.
+ *
+ * Every statement the extension runs on its own tables is a WfQuery: SQL
+ * text with positional parameters, prepared on first use and kept for the
+ * life of the process (the plan cache re-plans it after DDL).  Values are
+ * always parameters; nothing is ever spliced into SQL text.
+ *
+ * The caller must be connected to SPI and inside a transaction.
+ *
+ * IDENTIFICATION
+ *	  src/query.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include "access/htup_details.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_namespace.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/syscache.h"
+
+/*
+ * Run a prepared statement; returns SPI_processed.  Errors propagate.
+ * "count" limits the rows returned (0: all).
+ */
+int
+wf_query(WfQuery *q, Datum *values, const char *nulls, long count)
+{
+	int			rc;
+
+	if (q->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(q->sql, q->nargs, q->argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+				 q->sql, SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+		q->plan = plan;
+	}
+	rc = SPI_execute_plan(q->plan, values, nulls, false, count);
+	if (rc < 0)
+		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
+			 q->sql, SPI_result_code_string(rc));
+	return (int) SPI_processed;
+}
+
+Datum
+wf_get_datum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc,
+						 col, isnull);
+}
+
+/* a text column as a C string in the caller's memory context, or NULL */
+char *
+wf_get_text(int row, int col)
+{
+	bool		isnull;
+	Datum		d = wf_get_datum(row, col, &isnull);
+
+	return isnull ? NULL : TextDatumGetCString(d);
+}
+
+/* a jsonb column, detoasted into the caller's memory context, or NULL */
+Jsonb *
+wf_get_jsonb(int row, int col)
+{
+	bool		isnull;
+	Datum		d = wf_get_datum(row, col, &isnull);
+
+	return isnull ? NULL : DatumGetJsonbPCopy(d);
+}
+
+/*
+ * The role that owns the extension's tables: the API functions write them
+ * as this role after they have checked the caller.
+ */
+Oid
+wf_extension_owner(void)
+{
+	HeapTuple	tup;
+	Oid			owner;
+
+	tup = SearchSysCache1(NAMESPACENAME, CStringGetDatum("workflows"));
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_SCHEMA),
+				 errmsg("schema \"workflows\" does not exist"),
+				 errhint("Run CREATE EXTENSION workflows.")));
+	owner = ((Form_pg_namespace) GETSTRUCT(tup))->nspowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/*
+ * May "role" see and control the instances of "owner"?  Its own (or those
+ * of a role whose privileges it has), or any if it is a workflows_admin or
+ * a superuser.
+ */
+bool
+wf_can_see(Oid owner, Oid role)
+{
+	Oid			admin;
+
+	if (superuser_arg(role) || has_privs_of_role(role, owner))
+		return true;
+	admin = get_role_oid("workflows_admin", true);
+	return OidIsValid(admin) && has_privs_of_role(role, admin);
+}
+
+Jsonb *
+wf_cstring_jsonb(const char *json)
+{
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(json)));
+}
+
+/* append "key": "value" (a JSON string) to a StringInfo building an object */
+static void
+add_field(StringInfo buf, const char *key, const char *value, bool *first)
+{
+	if (value == NULL)
+		return;
+	if (!*first)
+		appendStringInfoString(buf, ", ");
+	*first = false;
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	escape_json(buf, value);
+}
+
+/*
+ * An error as the JSON object stored in attempts, steps and instances:
+ * message, sqlstate, and detail, hint and context when present.
+ */
+Jsonb *
+wf_error_jsonb(ErrorData *edata)
+{
+	StringInfoData buf;
+	bool		first = true;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	add_field(&buf, "message", edata->message ? edata->message : "", &first);
+	add_field(&buf, "sqlstate", unpack_sql_state(edata->sqlerrcode), &first);
+	add_field(&buf, "detail", edata->detail, &first);
+	add_field(&buf, "hint", edata->hint, &first);
+	add_field(&buf, "context", edata->context, &first);
+	appendStringInfoChar(&buf, '}');
+	return wf_cstring_jsonb(buf.data);
+}

@@ -1,0 +1,688 @@
+/*-------------------------------------------------------------------------
+ *
+ * replay.c
+ *	  The memo cache and the yield protocol used by step calls.
+ *
+ * An executor runs a workflow function from the top every time the
+ * instance advances ("replay").  Each step call -- step(), sleep(),
+ * sleep_until(), wait_for_event() -- computes its key (name, plus "#n" for
+ * the n-th call of that name in this run) and looks it up in the memo cache
+ * that the executor loaded from workflows.steps:
+ *
+ *	- a completed step returns its memoized output at once;
+ *	- a step that failed for good raises its memoized error again, so that
+ *	  workflow code can catch it at the same place every time;
+ *	- anything else records what must happen next (the "action") and raises
+ *	  the internal yield error, which unwinds the workflow function.  The
+ *	  executor rolls back the workflow's subtransaction and does the action
+ *	  outside the workflow's stack.
+ *
+ * Whether a run yielded is decided by our own flag, not by the error that
+ * reached the executor: workflow code that swallows the yield with
+ * EXCEPTION WHEN OTHERS cannot make the engine lose it, and every later
+ * step call in the same run yields again at once.
+ *
+ * IDENTIFICATION
+ *	  src/replay.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+
+PG_FUNCTION_INFO_V1(wf_step_sql);
+PG_FUNCTION_INFO_V1(wf_step_fn);
+PG_FUNCTION_INFO_V1(wf_sleep);
+PG_FUNCTION_INFO_V1(wf_sleep_until);
+PG_FUNCTION_INFO_V1(wf_wait_for_event);
+
+/* occurrences of a step name in the current run */
+typedef struct WfCount
+{
+	char		name[WF_MAX_NAME_LEN + 1];
+	uint32		run;			/* run this count belongs to */
+	int			count;
+} WfCount;
+
+typedef struct WfReplayState
+{
+	bool		active;			/* a workflow function is running */
+	bool		yielded;		/* ... and a step call asked it to stop */
+	bool		in_step;		/* a step callback is running */
+	MemoryContext cxt;			/* memo cache of the current instance */
+	MemoryContext runcxt;		/* the current run's action */
+	HTAB	   *memos;
+	HTAB	   *counts;
+	int			nmemos;
+	uint32		run;
+	TimestampTz now;			/* the run's clock */
+	WfAction	action;
+	List	   *finished_sleeps;	/* keys of sleeps found over in this run */
+} WfReplayState;
+
+static WfReplayState R;
+
+/*
+ * Forget the cached memos: the executor moves to another instance, or found
+ * that another executor advanced this one.
+ */
+void
+wf_replay_reset(const char *instance_id)
+{
+	HASHCTL		ctl;
+
+	if (R.cxt == NULL)
+	{
+		R.cxt = AllocSetContextCreate(TopMemoryContext, "workflows memo cache",
+									  ALLOCSET_DEFAULT_SIZES);
+		R.runcxt = AllocSetContextCreate(TopMemoryContext, "workflows run",
+										 ALLOCSET_DEFAULT_SIZES);
+	}
+	MemoryContextReset(R.cxt);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = WF_MAX_KEY_LEN + 1;
+	ctl.entrysize = sizeof(WfMemo);
+	ctl.hcxt = R.cxt;
+	R.memos = hash_create("workflows memos", 64, &ctl,
+						  HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = WF_MAX_NAME_LEN + 1;
+	ctl.entrysize = sizeof(WfCount);
+	ctl.hcxt = R.cxt;
+	R.counts = hash_create("workflows step counts", 64, &ctl,
+						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	R.nmemos = 0;
+}
+
+/*
+ * Find (or, with create, add) the memo of a step.  Outputs and errors the
+ * caller stores in a new memo must be allocated in the cache's context,
+ * which wf_replay_memo switches to for convenience of callers via
+ * wf_replay_cxt... callers use MemoryContextSwitchTo(R.cxt) through
+ * wf_replay_store below.
+ */
+WfMemo *
+wf_replay_memo(const char *key, bool create)
+{
+	bool		found;
+	WfMemo	   *memo;
+
+	memo = hash_search(R.memos, key, create ? HASH_ENTER : HASH_FIND, &found);
+	if (create && !found)
+	{
+		char		keep[WF_MAX_KEY_LEN + 1];
+
+		strlcpy(keep, memo->key, sizeof(keep));
+		memset(memo, 0, sizeof(WfMemo));
+		strlcpy(memo->key, keep, sizeof(memo->key));
+		R.nmemos++;
+	}
+	return memo;
+}
+
+int
+wf_replay_memo_count(void)
+{
+	return R.nmemos;
+}
+
+MemoryContext
+wf_replay_cxt(void)
+{
+	return R.cxt;
+}
+
+WfAction *
+wf_replay_action(void)
+{
+	return &R.action;
+}
+
+List *
+wf_replay_finished_sleeps(void)
+{
+	return R.finished_sleeps;
+}
+
+/* mark a step callback as running (or not); returns the previous state */
+bool
+wf_in_step(bool enter)
+{
+	bool		was = R.in_step;
+
+	R.in_step = enter;
+	return was;
+}
+
+static void
+check_active(const char *fname)
+{
+	if (R.in_step)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_NOT_IN_WORKFLOW),
+				 errmsg("%s cannot be called inside a step", fname),
+				 errhint("Call steps from the workflow function, not from a step's callback.")));
+	if (!R.active)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_NOT_IN_WORKFLOW),
+				 errmsg("%s can only be called by a workflow function run by an executor", fname),
+				 errhint("Register the function with workflows.register() and start it with workflows.create().")));
+}
+
+static void
+pg_attribute_noreturn()
+yield(const char *key)
+{
+	R.yielded = true;
+	ereport(ERROR,
+			(errcode(ERRCODE_WF_YIELD),
+			 errmsg("workflow stopped at step \"%s\"", key),
+			 errdetail("This is how a workflow waits for its executor; workflow code must let it pass.")));
+}
+
+static char *
+text_arg(FunctionCallInfo fcinfo, int n, const char *what)
+{
+	char	   *s;
+
+	if (PG_ARGISNULL(n))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", what)));
+	s = text_to_cstring(PG_GETARG_TEXT_PP(n));
+	return s;
+}
+
+/*
+ * The key of the next call of step "name" in this run.  The n-th call of a
+ * name (n > 1) gets "name#n".
+ */
+static char *
+next_key(const char *name)
+{
+	WfCount    *c;
+	bool		found;
+
+	if (name[0] == '\0' || strlen(name) > WF_MAX_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("step name must be 1 to %d bytes long", WF_MAX_NAME_LEN)));
+	c = hash_search(R.counts, name, HASH_ENTER, &found);
+	if (!found || c->run != R.run)
+	{
+		c->run = R.run;
+		c->count = 0;
+	}
+	c->count++;
+	if (c->count == 1)
+		return pstrdup(name);
+	return psprintf("%s#%d", name, c->count);
+}
+
+static const char *
+type_name(char type)
+{
+	switch (type)
+	{
+		case 's':
+			return "step";
+		case 'z':
+			return "sleep";
+		default:
+			return "wait_for_event";
+	}
+}
+
+/*
+ * Common start of every step call: checks, the yield-again rule, the key,
+ * and the memo (NULL if the step is new).  A memo of another type or with
+ * another hash means the workflow's code changed under a running instance:
+ * returning the stale output would be wrong, so it is an error.
+ */
+static WfMemo *
+begin_call(const char *fname, const char *name, char type, int64 hash,
+		   char **key)
+{
+	WfMemo	   *memo;
+
+	if (R.yielded)
+		yield(name);
+	*key = next_key(name);
+	memo = wf_replay_memo(*key, false);
+	if (memo != NULL && (memo->type != type || memo->hash != hash))
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_STEP_MISMATCH),
+				 errmsg("step \"%s\" does not match what this instance ran before", *key),
+				 errdetail("The instance ran a %s there; the workflow now asks for a different %s.",
+						   type_name(memo->type), type_name(type)),
+				 errhint("Changing a workflow function under running instances must keep the steps they already ran; register the new code under a new version instead.")));
+	return memo;
+}
+
+/* a new step: check the step limit and claim the action */
+static WfAction *
+new_action(WfActionKind kind, const char *key, const char *name, int64 hash)
+{
+	MemoryContext old;
+
+	if (R.nmemos >= wf_max_steps)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+				 errmsg("instance has reached workflows.max_steps (%d)", wf_max_steps)));
+	old = MemoryContextSwitchTo(R.runcxt);
+	memset(&R.action, 0, sizeof(R.action));
+	R.action.kind = kind;
+	R.action.key = pstrdup(key);
+	R.action.name = pstrdup(name);
+	R.action.hash = hash;
+	R.action.is_new = true;
+	R.action.seq = R.nmemos;
+	R.action.started = R.now;
+	MemoryContextSwitchTo(old);
+	return &R.action;
+}
+
+/* the memo exists but is not final: continue it */
+static WfAction *
+continue_action(WfActionKind kind, WfMemo *memo, const char *name)
+{
+	WfAction   *a;
+
+	a = new_action(kind, memo->key, name, memo->hash);
+	a->is_new = false;
+	a->seq = memo->seq;
+	a->started = memo->started;
+	a->until = memo->wake_at;
+	a->attempt = memo->attempts + 1;
+	return a;
+}
+
+static char *
+json_field(Jsonb *j, const char *key)
+{
+	JsonbValue *v;
+
+	if (j == NULL)
+		return NULL;
+	v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+	if (v == NULL || v->type != jbvString)
+		return NULL;
+	return pnstrdup(v->val.string.val, v->val.string.len);
+}
+
+/* raise a memoized error again, with its original SQLSTATE */
+static void
+pg_attribute_noreturn()
+reraise(WfMemo *memo)
+{
+	char	   *message = json_field(memo->error, "message");
+	char	   *sqlstate = json_field(memo->error, "sqlstate");
+	char	   *detail = json_field(memo->error, "detail");
+	char	   *hint = json_field(memo->error, "hint");
+	int			code = ERRCODE_INTERNAL_ERROR;
+
+	if (sqlstate != NULL && strlen(sqlstate) == 5)
+		code = MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2],
+							 sqlstate[3], sqlstate[4]);
+	ereport(ERROR,
+			(errcode(code),
+			 errmsg_internal("%s", message ? message : "step failed"),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 hint ? errhint("%s", hint) : 0,
+			 errcontext("step \"%s\" failed for good", memo->key)));
+}
+
+static Datum
+memo_output(FunctionCallInfo fcinfo, WfMemo *memo)
+{
+	if (memo->output == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_JSONB_P(DatumGetJsonbPCopy(JsonbPGetDatum(memo->output)));
+}
+
+static int64
+hash_step(char kind, const char *text, Size textlen, Jsonb *args)
+{
+	uint64		h = hash_bytes_extended((const unsigned char *) text, textlen, kind);
+
+	if (args != NULL)
+		h = hash_bytes_extended((const unsigned char *) VARDATA(args),
+								VARSIZE(args) - VARHDRSZ, h);
+	return (int64) h;
+}
+
+/*
+ * Shared body of the two step() forms: return the memo, re-raise its
+ * error, or ask the executor to run an attempt.
+ */
+static Datum
+step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
+		  Oid fn, Jsonb *args, Jsonb *config, int64 hash)
+{
+	WfMemo	   *memo;
+	WfAction   *a;
+	char	   *key;
+	WfStepConfig cfg;
+
+	memo = begin_call(fname, name, 's', hash, &key);
+	if (memo != NULL && memo->status == 'c')
+		return memo_output(fcinfo, memo);
+	if (memo != NULL && memo->status == 'f')
+		reraise(memo);
+
+	/* a step to run: now the config and the callback must be valid */
+	wf_parse_step_config(config, &cfg);
+	if (sql == NULL)
+		wf_check_step_fn(fn);
+
+	if (memo != NULL && memo->wake_at > R.now)
+	{
+		/* woken before its retry is due */
+		continue_action(WF_ACT_WAIT, memo, name);
+		yield(key);
+	}
+	a = memo ? continue_action(WF_ACT_STEP, memo, name)
+		: new_action(WF_ACT_STEP, key, name, hash);
+	if (memo == NULL)
+		a->attempt = 1;
+	a->config = cfg;
+	a->fn = fn;
+	{
+		MemoryContext old = MemoryContextSwitchTo(R.runcxt);
+
+		a->sql = sql ? pstrdup(sql) : NULL;
+		a->args = args ? DatumGetJsonbPCopy(JsonbPGetDatum(args)) : NULL;
+		MemoryContextSwitchTo(old);
+	}
+	yield(key);
+}
+
+/*
+ * workflows.step(name text, sql text, args jsonb, config jsonb) returns jsonb
+ */
+Datum
+wf_step_sql(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *sql;
+	Jsonb	   *args;
+	Jsonb	   *config;
+
+	check_active("workflows.step()");
+	name = text_arg(fcinfo, 0, "step name");
+	sql = text_arg(fcinfo, 1, "step SQL");
+	args = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	config = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+
+	return step_call(fcinfo, "workflows.step()", name, sql, InvalidOid, args,
+					 config, hash_step('q', sql, strlen(sql), args));
+}
+
+/*
+ * workflows.step(name text, fn regprocedure, input jsonb, config jsonb)
+ * returns jsonb
+ */
+Datum
+wf_step_fn(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Oid			fn;
+	Jsonb	   *input;
+	Jsonb	   *config;
+
+	check_active("workflows.step()");
+	name = text_arg(fcinfo, 0, "step name");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("step function must not be null")));
+	fn = PG_GETARG_OID(1);
+	input = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
+	config = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
+
+	return step_call(fcinfo, "workflows.step()", name, NULL, fn, input, config,
+					 hash_step('f', (const char *) &fn, sizeof(fn), input));
+}
+
+/* the common body of sleep() and sleep_until() */
+static void
+sleep_call(const char *fname, char *name, TimestampTz until)
+{
+	WfMemo	   *memo;
+	WfAction   *a;
+	char	   *key;
+
+	memo = begin_call(fname, name, 'z', 0, &key);
+	if (memo != NULL && memo->status == 'c')
+		return;
+	if (memo != NULL)
+	{
+		if (memo->wake_at <= R.now)
+		{
+			MemoryContext old = MemoryContextSwitchTo(R.runcxt);
+
+			memo->status = 'c';
+			R.finished_sleeps = lappend(R.finished_sleeps, pstrdup(key));
+			MemoryContextSwitchTo(old);
+			return;
+		}
+		continue_action(WF_ACT_WAIT, memo, name);
+		yield(key);
+	}
+	a = new_action(WF_ACT_SLEEP, key, name, 0);
+	a->until = until;
+	yield(key);
+}
+
+/*
+ * workflows.sleep(name text, duration interval)
+ */
+Datum
+wf_sleep(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	Interval   *iv;
+	int64		ms;
+
+	check_active("workflows.sleep()");
+	name = text_arg(fcinfo, 0, "step name");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("sleep duration must not be null")));
+	iv = PG_GETARG_INTERVAL_P(1);
+	ms = wf_interval_ms(iv);
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("sleep duration must not be negative")));
+	sleep_call("workflows.sleep()", name,
+			   TimestampTzPlusMilliseconds(R.now, ms));
+	PG_RETURN_VOID();
+}
+
+/*
+ * workflows.sleep_until(name text, at timestamptz)
+ */
+Datum
+wf_sleep_until(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+
+	check_active("workflows.sleep_until()");
+	name = text_arg(fcinfo, 0, "step name");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("sleep time must not be null")));
+	sleep_call("workflows.sleep_until()", name, PG_GETARG_TIMESTAMPTZ(1));
+	PG_RETURN_VOID();
+}
+
+/*
+ * workflows.wait_for_event(name text, type text, timeout interval)
+ * returns jsonb
+ */
+Datum
+wf_wait_for_event(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *type;
+	int64		ms;
+	WfMemo	   *memo;
+	WfAction   *a;
+	char	   *key;
+
+	check_active("workflows.wait_for_event()");
+	name = text_arg(fcinfo, 0, "step name");
+	type = text_arg(fcinfo, 1, "event type");
+	if (type[0] == '\0' || strlen(type) > WF_MAX_NAME_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event type must be 1 to %d bytes long", WF_MAX_NAME_LEN)));
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event timeout must not be null")));
+	ms = wf_interval_ms(PG_GETARG_INTERVAL_P(2));
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("event timeout must not be negative")));
+
+	memo = begin_call("workflows.wait_for_event()", name, 'e',
+					  hash_step('e', type, strlen(type), NULL), &key);
+	if (memo != NULL && memo->status == 'c')
+		return memo_output(fcinfo, memo);
+	if (memo != NULL && memo->status == 'f')
+		reraise(memo);
+	if (memo != NULL)
+		a = continue_action(WF_ACT_EVENT, memo, name);
+	else
+	{
+		a = new_action(WF_ACT_EVENT, key, name, hash_step('e', type, strlen(type), NULL));
+		a->until = TimestampTzPlusMilliseconds(R.now, ms);
+	}
+	a->event_type = MemoryContextStrdup(R.runcxt, type);
+	yield(key);
+}
+
+/*
+ * Run the workflow function once, as "owner", in a subtransaction that is
+ * always rolled back: writes made by workflow code between steps never
+ * persist, so a replay sees the same database a first run did.
+ *
+ * Returns what happened.  On WF_RUN_COMPLETE *output is the result (NULL
+ * for SQL NULL); on WF_RUN_ERRORED *error is the error; on WF_RUN_YIELD the
+ * action is in wf_replay_action().  Both are allocated in the caller's
+ * memory context.  Must be called in a transaction, with the memos of the
+ * instance loaded.
+ */
+WfRunResult
+wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error)
+{
+	MemoryContext callcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	WfRunResult result;
+
+	MemoryContextReset(R.runcxt);
+	memset(&R.action, 0, sizeof(R.action));
+	R.yielded = false;
+	R.run++;
+	R.now = GetCurrentTimestamp();
+	R.finished_sleeps = NIL;
+	*output = NULL;
+	*error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(callcxt);
+
+	PG_TRY();
+	{
+		Oid			save_userid;
+		int			save_sec;
+		int			nest;
+		FmgrInfo	flinfo;
+		AclResult	aclresult;
+		Datum		d;
+		Jsonb	   *out;
+
+		LOCAL_FCINFO(fcinfo, 1);
+
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", wf_step_search_path,
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+
+		aclresult = pg_proc_aclcheck(fn, owner, ACL_EXECUTE);
+		if (aclresult != ACLCHECK_OK)
+			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+
+		fmgr_info(fn, &flinfo);
+		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = JsonbPGetDatum(event);
+		fcinfo->args[0].isnull = false;
+
+		R.active = true;
+		d = FunctionCallInvoke(fcinfo);
+		R.active = false;
+
+		MemoryContextSwitchTo(callcxt);
+		if (!R.yielded)
+		{
+			out = wf_datum_to_jsonb(d, get_func_rettype(fn), fcinfo->isnull);
+			if (out != NULL && VARSIZE(out) > (Size) wf_max_output_size)
+				ereport(ERROR,
+						(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+						 errmsg("workflow output is %u bytes, more than workflows.max_output_size (%d)",
+								(unsigned int) VARSIZE(out), wf_max_output_size)));
+			*output = out;
+		}
+
+		AtEOXact_GUC(false, nest);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(callcxt);
+		CurrentResourceOwner = oldowner;
+		result = R.yielded ? WF_RUN_YIELD : WF_RUN_COMPLETE;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		R.active = false;
+		MemoryContextSwitchTo(callcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(callcxt);
+		CurrentResourceOwner = oldowner;
+		if (R.yielded)
+			result = WF_RUN_YIELD;
+		else
+		{
+			*error = edata;
+			result = WF_RUN_ERRORED;
+		}
+	}
+	PG_END_TRY();
+
+	if (result == WF_RUN_YIELD)
+		*output = NULL;
+	return result;
+}

@@ -1,0 +1,247 @@
+/*-------------------------------------------------------------------------
+ *
+ * retry.c
+ *	  Step configuration (retries, backoff, timeout) and backoff arithmetic.
+ *
+ * The configuration has the shape hosted workflow products use:
+ *
+ *	  {"retries": {"limit": 5, "delay": "10 seconds", "backoff": "exponential"},
+ *	   "timeout": "10 minutes"}
+ *
+ * where a delay or timeout is an interval as text or a number of
+ * milliseconds.  Missing keys take the documented defaults; an unknown key
+ * or a bad value is an error naming the key.  The backoff functions are pure
+ * so that the schedule they produce can be tested without a clock.
+ *
+ * IDENTIFICATION
+ *	  src/retry.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include <math.h>
+
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/numeric.h"
+
+#define WF_DEFAULT_RETRIES		5
+#define WF_DEFAULT_DELAY_MS		10000
+#define WF_DEFAULT_TIMEOUT_MS	(10 * 60 * 1000)
+/* no computed delay exceeds a year */
+#define WF_MAX_DELAY_MS			((int64) 365 * 24 * 3600 * 1000)
+#define WF_MAX_RETRIES			10000
+
+/* milliseconds in an interval, counting a month as 30 days */
+int64
+wf_interval_ms(Interval *iv)
+{
+	int64		ms = iv->time / 1000;
+
+	ms += (int64) iv->day * 24 * 3600 * 1000;
+	ms += (int64) iv->month * 30 * 24 * 3600 * 1000;
+	return ms;
+}
+
+static void
+config_error(const char *key, const char *problem)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid step config: \"%s\" %s", key, problem),
+			 errhint("A step config looks like {\"retries\": {\"limit\": 5, \"delay\": \"10 seconds\", \"backoff\": \"exponential\"}, \"timeout\": \"10 minutes\"}.")));
+}
+
+static const char *interval_key;
+
+static void
+interval_error_context(void *arg)
+{
+	errcontext("step config key \"%s\"", interval_key);
+}
+
+/* a duration: interval text or a number of milliseconds, >= 0 */
+static int64
+duration_ms(JsonbValue *v, const char *key)
+{
+	int64		ms;
+
+	if (v->type == jbvNumeric)
+	{
+		Datum		d = DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric));
+		double		f = DatumGetFloat8(d);
+
+		if (isnan(f) || f < 0 || f > (double) WF_MAX_DELAY_MS * 10)
+			config_error(key, "must be a non-negative number of milliseconds or an interval");
+		ms = (int64) f;
+	}
+	else if (v->type == jbvString)
+	{
+		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
+		ErrorContextCallback cb;
+		Interval   *iv;
+
+		interval_key = key;
+		cb.callback = interval_error_context;
+		cb.arg = NULL;
+		cb.previous = error_context_stack;
+		error_context_stack = &cb;
+		iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
+												   CStringGetDatum(s),
+												   ObjectIdGetDatum(InvalidOid),
+												   Int32GetDatum(-1)));
+		error_context_stack = cb.previous;
+		ms = wf_interval_ms(iv);
+		if (ms < 0)
+			config_error(key, "must not be negative");
+	}
+	else
+	{
+		config_error(key, "must be an interval such as \"10 seconds\" or a number of milliseconds");
+		ms = 0;					/* keep compiler quiet */
+	}
+	return ms;
+}
+
+static bool
+key_is(JsonbValue *k, const char *name)
+{
+	return k->val.string.len == strlen(name) &&
+		strncmp(k->val.string.val, name, k->val.string.len) == 0;
+}
+
+static char *
+key_str(const char *prefix, JsonbValue *k)
+{
+	return psprintf("%s%.*s", prefix, k->val.string.len, k->val.string.val);
+}
+
+static void
+parse_retries(JsonbContainer *jc, WfStepConfig *cfg)
+{
+	JsonbIterator *it = JsonbIteratorInit(jc);
+	JsonbValue	k,
+				v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (key_is(&k, "limit"))
+		{
+			Datum		d;
+			double		f;
+
+			if (v.type != jbvNumeric)
+				config_error("retries.limit", "must be a number");
+			d = DirectFunctionCall1(numeric_float8, NumericGetDatum(v.val.numeric));
+			f = DatumGetFloat8(d);
+			if (isnan(f) || f < 0 || f != floor(f) || f > WF_MAX_RETRIES)
+				config_error("retries.limit", "must be a whole number from 0 to 10000");
+			cfg->retries_limit = (int) f;
+		}
+		else if (key_is(&k, "delay"))
+			cfg->delay_ms = duration_ms(&v, "retries.delay");
+		else if (key_is(&k, "backoff"))
+		{
+			if (v.type != jbvString)
+				config_error("retries.backoff", "must be \"constant\", \"linear\" or \"exponential\"");
+			if (key_is(&v, "constant"))
+				cfg->backoff = WF_BACKOFF_CONSTANT;
+			else if (key_is(&v, "linear"))
+				cfg->backoff = WF_BACKOFF_LINEAR;
+			else if (key_is(&v, "exponential"))
+				cfg->backoff = WF_BACKOFF_EXPONENTIAL;
+			else
+				config_error("retries.backoff", "must be \"constant\", \"linear\" or \"exponential\"");
+		}
+		else
+			config_error(key_str("retries.", &k), "is not a known key");
+	}
+}
+
+/*
+ * Fill cfg from a step's config argument (NULL: all defaults).  Errors name
+ * the offending key.
+ */
+void
+wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
+{
+	JsonbIterator *it;
+	JsonbValue	k,
+				v;
+	JsonbIteratorToken tok;
+
+	cfg->retries_limit = WF_DEFAULT_RETRIES;
+	cfg->delay_ms = WF_DEFAULT_DELAY_MS;
+	cfg->backoff = WF_BACKOFF_EXPONENTIAL;
+	cfg->timeout_ms = WF_DEFAULT_TIMEOUT_MS;
+
+	if (config == NULL)
+		return;
+	if (!JB_ROOT_IS_OBJECT(config))
+		config_error("config", "must be a JSON object");
+
+	it = JsonbIteratorInit(&config->root);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &v, true);
+		if (key_is(&k, "retries"))
+		{
+			if (v.type == jbvNull)
+				continue;
+			if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+				config_error("retries", "must be a JSON object");
+			parse_retries(v.val.binary.data, cfg);
+		}
+		else if (key_is(&k, "timeout"))
+			cfg->timeout_ms = duration_ms(&v, "timeout");
+		else
+			config_error(key_str("", &k), "is not a known key");
+	}
+}
+
+/* the effective configuration, as stored with the step */
+Jsonb *
+wf_step_config_jsonb(const WfStepConfig *cfg)
+{
+	static const char *const names[] = {"constant", "linear", "exponential"};
+	char		buf[256];
+
+	snprintf(buf, sizeof(buf),
+			 "{\"retries\": {\"limit\": %d, \"delay\": " INT64_FORMAT
+			 ", \"backoff\": \"%s\"}, \"timeout\": " INT64_FORMAT "}",
+			 cfg->retries_limit, cfg->delay_ms, names[cfg->backoff],
+			 cfg->timeout_ms);
+	return wf_cstring_jsonb(buf);
+}
+
+/*
+ * Delay before the next attempt, after attempt number "failed_attempt"
+ * (1-based) failed: delay, delay * n, or delay * 2^(n-1), capped at a year.
+ */
+int64
+wf_retry_delay_ms(const WfStepConfig *cfg, int failed_attempt)
+{
+	double		d = (double) cfg->delay_ms;
+
+	switch (cfg->backoff)
+	{
+		case WF_BACKOFF_CONSTANT:
+			break;
+		case WF_BACKOFF_LINEAR:
+			d *= failed_attempt;
+			break;
+		case WF_BACKOFF_EXPONENTIAL:
+			d *= pow(2.0, (double) (failed_attempt - 1));
+			break;
+	}
+	if (d > (double) WF_MAX_DELAY_MS)
+		return WF_MAX_DELAY_MS;
+	return (int64) d;
+}

@@ -1,0 +1,216 @@
+/*-------------------------------------------------------------------------
+ *
+ * workflows.h
+ *	  Declarations shared between the extension's source files.
+ *
+ * The extension is split by concern: GUCs (guc.c), shared memory (shmem.c),
+ * the launcher (launcher.c), the per-database executors (executor.c), the
+ * replay protocol used by step calls (replay.c), step callbacks (step.c),
+ * step configuration and backoff (retry.c), wake-at-commit (wakeup.c), the
+ * SPI wrapper (query.c) and the SQL-callable API (api.c).  src/README.md
+ * describes the state machines these files implement together.
+ *
+ * IDENTIFICATION
+ *	  src/workflows.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WF_WORKFLOWS_H
+#define WF_WORKFLOWS_H
+
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "executor/spi.h"
+#include "port/atomics.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "errors.h"
+
+/* longest instance id and step name, in bytes */
+#define WF_MAX_ID_LEN		200
+#define WF_MAX_NAME_LEN		200
+/* a step key is the name plus "#" and an occurrence number */
+#define WF_MAX_KEY_LEN		(WF_MAX_NAME_LEN + 16)
+
+/* upper bound of workflows.max_workers (executors per database) */
+#define WF_MAX_WORKERS_LIMIT	64
+
+/* ---- guc.c ---- */
+extern int	wf_max_workers;
+extern int	wf_max_databases;
+extern int	wf_poll_interval_ms;
+extern int	wf_steps_per_transaction;
+extern int	wf_max_payload_size;
+extern int	wf_max_output_size;
+extern int	wf_max_steps;
+extern int	wf_max_step_crashes;
+extern char *wf_step_search_path;
+
+extern void wf_define_gucs(void);
+
+/* ---- shmem.c ---- */
+
+/*
+ * One executor slot.  The launcher allocates a slot (dboid, index) before it
+ * registers the worker, and frees it after the worker has stopped; the
+ * executor fills in pid and proc while it runs and says why it exits.
+ */
+typedef struct WfWorkerSlot
+{
+	Oid			dboid;			/* InvalidOid: slot free */
+	int			index;			/* executor number within its database */
+	pid_t		pid;			/* 0 while not running */
+	PGPROC	   *proc;			/* for its latch */
+	bool		ready;			/* confirmed the extension exists */
+	bool		extension_absent;	/* exited because the database has no
+									 * extension */
+	/* what it is doing, for the executors view */
+	char		instance[WF_MAX_ID_LEN + 1];
+	char		step[WF_MAX_KEY_LEN + 1];
+	TimestampTz since;
+} WfWorkerSlot;
+
+typedef struct WfShared
+{
+	LWLock	   *lock;			/* protects everything below but the atomic */
+	pid_t		launcher_pid;
+	PGPROC	   *launcher_proc;
+	/* bumped after every commit that sent an event */
+	pg_atomic_uint64 event_generation;
+	/* databases whose extension was just created: start their executors */
+	int			nlaunch;
+	Oid			launch[64];
+	int			nslots;
+	WfWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+} WfShared;
+
+extern WfShared *wf_shared;
+
+extern void wf_shmem_init(void);
+extern void wf_wake_database(Oid dboid);
+extern void wf_request_launch(Oid dboid);
+
+/* ---- wakeup.c ---- */
+extern void wf_wake_at_commit(void);
+extern void wf_event_at_commit(void);
+extern void wf_launch_at_commit(void);
+
+/* ---- launcher.c / executor.c ---- */
+extern PGDLLEXPORT void wf_launcher_main(Datum arg);
+extern PGDLLEXPORT void wf_executor_main(Datum arg);
+extern void wf_register_launcher(void);
+
+/* ---- retry.c ---- */
+typedef enum WfBackoff
+{
+	WF_BACKOFF_CONSTANT,
+	WF_BACKOFF_LINEAR,
+	WF_BACKOFF_EXPONENTIAL
+} WfBackoff;
+
+typedef struct WfStepConfig
+{
+	int			retries_limit;	/* retries after the first attempt */
+	int64		delay_ms;		/* base delay between attempts */
+	WfBackoff	backoff;
+	int64		timeout_ms;		/* per attempt; 0 = none */
+} WfStepConfig;
+
+extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
+extern Jsonb *wf_step_config_jsonb(const WfStepConfig *cfg);
+extern int64 wf_retry_delay_ms(const WfStepConfig *cfg, int failed_attempt);
+extern int64 wf_interval_ms(Interval *iv);
+
+/* ---- query.c ---- */
+typedef struct WfQuery
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[16];
+	SPIPlanPtr	plan;			/* prepared on first use, kept */
+} WfQuery;
+
+extern int	wf_query(WfQuery *q, Datum *values, const char *nulls, long count);
+extern Oid	wf_extension_owner(void);
+extern Datum wf_get_datum(int row, int col, bool *isnull);
+extern char *wf_get_text(int row, int col);
+extern Jsonb *wf_get_jsonb(int row, int col);
+extern bool wf_can_see(Oid owner, Oid role);
+extern Jsonb *wf_error_jsonb(ErrorData *edata);
+extern Jsonb *wf_cstring_jsonb(const char *json);
+
+/* ---- step.c ---- */
+extern Jsonb *wf_datum_to_jsonb(Datum value, Oid typid, bool isnull);
+extern Jsonb *wf_run_sql_callback(const char *sql, Jsonb *args);
+extern Jsonb *wf_run_fn_callback(Oid fn, Jsonb *input);
+extern void wf_check_step_fn(Oid fn);
+
+/* ---- replay.c ---- */
+
+/* what a workflow run asked for when it stopped */
+typedef enum WfActionKind
+{
+	WF_ACT_NONE,
+	WF_ACT_STEP,				/* run a step callback */
+	WF_ACT_SLEEP,				/* wait until a time */
+	WF_ACT_EVENT,				/* take an event, or wait for one */
+	WF_ACT_WAIT					/* woken early: wait on until "until" */
+} WfActionKind;
+
+typedef struct WfAction
+{
+	WfActionKind kind;
+	char	   *key;
+	char	   *name;
+	int64		hash;
+	bool		is_new;			/* no step row exists yet */
+	int			seq;			/* position of the step in the instance */
+	/* WF_ACT_STEP */
+	char	   *sql;			/* SQL callback, or NULL */
+	Oid			fn;				/* function callback */
+	Jsonb	   *args;			/* args or input */
+	WfStepConfig config;
+	int			attempt;		/* number of the attempt to run */
+	/* WF_ACT_SLEEP: until; WF_ACT_EVENT: deadline */
+	TimestampTz until;
+	TimestampTz started;		/* first encounter of the step */
+	char	   *event_type;
+} WfAction;
+
+typedef enum WfRunResult
+{
+	WF_RUN_YIELD,				/* stopped at an action */
+	WF_RUN_COMPLETE,			/* returned */
+	WF_RUN_ERRORED				/* raised */
+} WfRunResult;
+
+/* memoized state of one step, as loaded from workflows.steps */
+typedef struct WfMemo
+{
+	char		key[WF_MAX_KEY_LEN + 1];	/* hash key: must be first */
+	char		type;			/* 's' step, 'z' sleep, 'e' event */
+	char		status;			/* 'r'etrying, 'w'aiting, 'c'omplete, 'f'ailed */
+	int64		hash;
+	int			attempts;
+	int			seq;
+	TimestampTz wake_at;
+	TimestampTz started;
+	Jsonb	   *output;
+	Jsonb	   *error;
+} WfMemo;
+
+extern void wf_replay_reset(const char *instance_id);
+extern WfMemo *wf_replay_memo(const char *key, bool create);
+extern int	wf_replay_memo_count(void);
+extern MemoryContext wf_replay_cxt(void);
+extern WfRunResult wf_replay_run(Oid fn, Oid owner, Jsonb *event,
+								 Jsonb **output, ErrorData **error);
+extern WfAction *wf_replay_action(void);
+extern List *wf_replay_finished_sleeps(void);
+extern bool wf_in_step(bool enter);
+
+#endif							/* WF_WORKFLOWS_H */
