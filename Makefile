@@ -12,6 +12,7 @@ OBJS = \
 	src/retry.o \
 	src/shmem.o \
 	src/step.o \
+	src/utility.o \
 	src/wakeup.o \
 	src/workflows.o
 

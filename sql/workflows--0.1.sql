@@ -306,3 +306,11 @@ CREATE FUNCTION workflows._launch()
 REVOKE ALL ON FUNCTION workflows._launch() FROM PUBLIC;
 
 SELECT workflows._launch();
+
+CREATE FUNCTION workflows.wait(id text, timeout interval DEFAULT '1 minute')
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_wait';
+COMMENT ON FUNCTION workflows.wait(text, interval) IS
+    'block until the instance is complete, errored or terminated (or the timeout) and return its status document';

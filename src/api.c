@@ -25,6 +25,10 @@
 #include "common/hashfn.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "utils/timestamp.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
@@ -36,6 +40,7 @@ PG_FUNCTION_INFO_V1(wf_create);
 PG_FUNCTION_INFO_V1(wf_send_event);
 PG_FUNCTION_INFO_V1(wf_fail);
 PG_FUNCTION_INFO_V1(wf_launch);
+PG_FUNCTION_INFO_V1(wf_wait);
 
 static WfQuery q_workflow = {
 	"SELECT owner::oid FROM workflows.workflows WHERE name = $1 FOR UPDATE",
@@ -423,4 +428,102 @@ wf_launch(PG_FUNCTION_ARGS)
 {
 	wf_launch_at_commit();
 	PG_RETURN_VOID();
+}
+
+static WfQuery q_status = {
+	"SELECT status FROM workflows.instances WHERE id = $1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_status_doc = {
+	"SELECT workflows.status($1)",
+	1, {TEXTOID}, NULL
+};
+
+static bool
+is_final(const char *status)
+{
+	return strcmp(status, "complete") == 0 || strcmp(status, "errored") == 0 ||
+		strcmp(status, "terminated") == 0;
+}
+
+static int	wait_slot = -1;
+
+static void
+wait_cleanup(int code, Datum arg)
+{
+	wf_remove_waiter(wait_slot);
+	wait_slot = -1;
+}
+
+/*
+ * workflows.wait(id text, timeout interval) returns jsonb
+ *
+ * Block until the instance is complete, errored or terminated, then return
+ * its status document; after the timeout, return the document as it is.
+ * Executors set this backend's latch when an instance it waits for reaches
+ * a final state, so there is no polling (except a slow fallback when more
+ * than WF_MAX_WAITERS backends wait at once).  Each look at the instance
+ * takes a new snapshot, so it must not run in a REPEATABLE READ or
+ * SERIALIZABLE transaction.
+ */
+Datum
+wf_wait(PG_FUNCTION_ARGS)
+{
+	char	   *id = required_text(fcinfo, 0, "instance id");
+	TimestampTz deadline;
+	Datum		v[1];
+	Datum		result;
+	bool		isnull;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("wait timeout must not be null")));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("workflows.wait() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errhint("It must see other transactions commit; use READ COMMITTED.")));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+										   Max(0, wf_interval_ms(PG_GETARG_INTERVAL_P(1))));
+	v[0] = CStringGetTextDatum(id);
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	PG_ENSURE_ERROR_CLEANUP(wait_cleanup, (Datum) 0);
+	{
+		wait_slot = wf_add_waiter(wf_id_hash(id));
+		for (;;)
+		{
+			char	   *status;
+			long		ms;
+
+			/* a new snapshot for each look; RLS hides others' instances */
+			if (wf_query(&q_status, v, NULL, 1) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_OBJECT),
+						 errmsg("workflow instance \"%s\" does not exist", id)));
+			status = wf_get_text(0, 1);
+			if (is_final(status))
+				break;
+			ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
+			if (ms <= 0)
+				break;
+			if (wait_slot < 0)
+				ms = Min(ms, 100);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+			CHECK_FOR_INTERRUPTS();
+		}
+	}
+	PG_END_ENSURE_ERROR_CLEANUP(wait_cleanup, (Datum) 0);
+	wait_cleanup(0, (Datum) 0);
+
+	wf_query(&q_status_doc, v, NULL, 1);
+	result = wf_get_datum(0, 1, &isnull);
+	result = SPI_datumTransfer(result, false, -1);
+	SPI_finish();
+	PG_RETURN_DATUM(result);
 }

@@ -707,6 +707,8 @@ tick(bool *claimed)
 
 	if (!again)
 		cur.valid = false;
+	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
+		wf_wake_waiters(wf_id_hash(id));
 	/* a wake time other executors may not know about: let them re-plan */
 	if (out.wake_at != 0)
 		wf_wake_database(MyDatabaseId);

@@ -40,6 +40,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 /* how long the launcher waits before restarting an executor that exited */
 #define WF_RESTART_DELAY_MS		1000
@@ -62,6 +63,7 @@ typedef struct WfDb
 {
 	Oid			dboid;
 	WfDbState	state;
+	bool		reprobe;		/* extension created while a probe ran */
 	WfExecutor	exec[WF_MAX_WORKERS_LIMIT];
 } WfDb;
 
@@ -175,6 +177,17 @@ start_executor(WfDb *db, int index)
 	ex->slotno = slotno;
 }
 
+static bool
+database_exists(Oid dboid)
+{
+	bool		exists;
+
+	StartTransactionCommand();
+	exists = SearchSysCacheExists1(DATABASEOID, ObjectIdGetDatum(dboid));
+	CommitTransactionCommand();
+	return exists;
+}
+
 /*
  * Look at one executor: free the slot of one that stopped and decide whether
  * to start it again.  Returns the time of its next restart, or 0.
@@ -188,6 +201,7 @@ tend_executor(WfDb *db, int index, TimestampTz now)
 	{
 		pid_t		pid;
 		WfWorkerSlot *slot = &wf_shared->slots[ex->slotno];
+		bool		absent;
 
 		if (GetBackgroundWorkerPid(ex->handle, &pid) != BGWH_STOPPED)
 		{
@@ -198,14 +212,22 @@ tend_executor(WfDb *db, int index, TimestampTz now)
 
 		/* stopped: learn why, then free its slot */
 		LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-		if (slot->extension_absent)
-			db->state = WF_DB_ABSENT;
+		absent = slot->extension_absent;
 		slot->dboid = InvalidOid;
 		LWLockRelease(wf_shared->lock);
+
+		ex->restart_at = TimestampTzPlusMilliseconds(now, WF_RESTART_DELAY_MS);
+		if (absent || !database_exists(db->dboid))
+		{
+			/* a probe may have looked before CREATE EXTENSION committed */
+			db->state = db->reprobe ? WF_DB_PROBE : WF_DB_ABSENT;
+			if (db->reprobe)
+				ex->restart_at = now;
+			db->reprobe = false;
+		}
 		pfree(ex->handle);
 		ex->handle = NULL;
 		ex->slotno = -1;
-		ex->restart_at = TimestampTzPlusMilliseconds(now, WF_RESTART_DELAY_MS);
 	}
 
 	if (db->state == WF_DB_ABSENT)
@@ -358,7 +380,11 @@ wf_launcher_main(Datum arg)
 		{
 			WfDb	   *db = find_db(launch[i], true);
 
-			if (db != NULL && db->state == WF_DB_ABSENT)
+			if (db == NULL)
+				continue;
+			/* a probe already running may have looked too early */
+			db->reprobe = (db->exec[0].handle != NULL);
+			if (db->state == WF_DB_ABSENT)
 			{
 				db->state = WF_DB_PROBE;
 				for (j = 0; j < WF_MAX_WORKERS_LIMIT; j++)

@@ -16,6 +16,7 @@
  */
 #include "workflows.h"
 
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "storage/lwlock.h"
@@ -110,11 +111,66 @@ wf_request_launch(Oid dboid)
 	if (wf_shared == NULL)
 		return;
 	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	if (wf_shared->nlaunch < lengthof(wf_shared->launch))
+	if (wf_shared->nlaunch < (int) lengthof(wf_shared->launch))
 		wf_shared->launch[wf_shared->nlaunch++] = dboid;
 	launcher = wf_shared->launcher_proc;
 	LWLockRelease(wf_shared->lock);
 
 	if (launcher != NULL)
 		SetLatch(&launcher->procLatch);
+}
+
+uint32
+wf_id_hash(const char *id)
+{
+	return hash_bytes((const unsigned char *) id, strlen(id));
+}
+
+/*
+ * Register this backend as waiting for an instance.  Returns the waiter's
+ * number, or -1 if every slot is taken (the caller then polls).
+ */
+int
+wf_add_waiter(uint32 idhash)
+{
+	int			i;
+	int			n = -1;
+
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	for (i = 0; i < WF_MAX_WAITERS; i++)
+	{
+		if (wf_shared->waiters[i].proc == NULL)
+		{
+			wf_shared->waiters[i].proc = MyProc;
+			wf_shared->waiters[i].idhash = idhash;
+			n = i;
+			break;
+		}
+	}
+	LWLockRelease(wf_shared->lock);
+	return n;
+}
+
+void
+wf_remove_waiter(int n)
+{
+	if (n < 0)
+		return;
+	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	wf_shared->waiters[n].proc = NULL;
+	LWLockRelease(wf_shared->lock);
+}
+
+/* an instance reached a final state: wake whoever waits for it */
+void
+wf_wake_waiters(uint32 idhash)
+{
+	int			i;
+
+	LWLockAcquire(wf_shared->lock, LW_SHARED);
+	for (i = 0; i < WF_MAX_WAITERS; i++)
+		if (wf_shared->waiters[i].proc != NULL &&
+			wf_shared->waiters[i].idhash == idhash)
+			SetLatch(&wf_shared->waiters[i].proc->procLatch);
+	LWLockRelease(wf_shared->lock);
 }

@@ -33,4 +33,5 @@ _PG_init(void)
 	wf_define_gucs();
 	wf_shmem_init();
 	wf_register_launcher();
+	wf_install_utility_hook();
 }

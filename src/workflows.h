@@ -74,6 +74,14 @@ typedef struct WfWorkerSlot
 	TimestampTz since;
 } WfWorkerSlot;
 
+/* a backend blocked in workflows.wait() */
+#define WF_MAX_WAITERS		128
+typedef struct WfWaiter
+{
+	PGPROC	   *proc;			/* NULL: free */
+	uint32		idhash;			/* hash of the awaited instance id */
+} WfWaiter;
+
 typedef struct WfShared
 {
 	LWLock	   *lock;			/* protects everything below but the atomic */
@@ -84,6 +92,8 @@ typedef struct WfShared
 	/* databases whose extension was just created: start their executors */
 	int			nlaunch;
 	Oid			launch[64];
+	/* backends in workflows.wait(); executors wake them at final states */
+	WfWaiter	waiters[WF_MAX_WAITERS];
 	int			nslots;
 	WfWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
 } WfShared;
@@ -93,11 +103,18 @@ extern WfShared *wf_shared;
 extern void wf_shmem_init(void);
 extern void wf_wake_database(Oid dboid);
 extern void wf_request_launch(Oid dboid);
+extern uint32 wf_id_hash(const char *id);
+extern int	wf_add_waiter(uint32 idhash);
+extern void wf_remove_waiter(int n);
+extern void wf_wake_waiters(uint32 idhash);
 
 /* ---- wakeup.c ---- */
 extern void wf_wake_at_commit(void);
 extern void wf_event_at_commit(void);
 extern void wf_launch_at_commit(void);
+
+/* ---- utility.c ---- */
+extern void wf_install_utility_hook(void);
 
 /* ---- launcher.c / executor.c ---- */
 extern PGDLLEXPORT void wf_launcher_main(Datum arg);
