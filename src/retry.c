@@ -107,7 +107,7 @@ duration_ms(JsonbValue *v, const char *key)
 static bool
 key_is(JsonbValue *k, const char *name)
 {
-	return k->val.string.len == strlen(name) &&
+	return (size_t) k->val.string.len == strlen(name) &&
 		strncmp(k->val.string.val, name, k->val.string.len) == 0;
 }
 
