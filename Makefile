@@ -18,7 +18,7 @@ OBJS = \
 
 DATA = $(wildcard sql/workflows--*.sql)
 
-REGRESS = engine steps security
+REGRESS = engine steps control security
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 PG_CONFIG ?= pg_config

@@ -31,6 +31,10 @@
 #include "utils/timestamp.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/array.h"
+#include "funcapi.h"
+#include "utils/uuid.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
@@ -395,7 +399,7 @@ wf_send_event(PG_FUNCTION_ARGS)
 	wf_query(&q_add_event, v, n, 0);
 	as_owner_end(&s);
 
-	wf_event_at_commit();
+	wf_signal_at_commit();
 	PG_RETURN_VOID();
 }
 
@@ -526,4 +530,340 @@ wf_wait(PG_FUNCTION_ARGS)
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
+}
+
+/* ---- control commands ---- */
+
+static WfQuery q_lock_instance = {
+	"SELECT 1 FROM workflows.instances WHERE id = $1 FOR NO KEY UPDATE SKIP LOCKED",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_step_exists = {
+	"SELECT 1 FROM workflows.steps WHERE instance_id = $1 AND key = $2",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_apply_strict = {
+	"SELECT workflows._apply($1, $2, $3, true)",
+	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_add_request = {
+	"INSERT INTO workflows.requests (instance_id, command, from_step, requested_by) "
+	"VALUES ($1, $2, $3, $4::oid::regrole) "
+	"ON CONFLICT (instance_id) DO UPDATE SET command = EXCLUDED.command, "
+	"  from_step = EXCLUDED.from_step, requested_by = EXCLUDED.requested_by, "
+	"  requested_at = EXCLUDED.requested_at",
+	4, {TEXTOID, TEXTOID, TEXTOID, OIDOID}, NULL
+};
+
+/*
+ * Run a control command.  When no executor holds the instance, the command
+ * applies at once, in the caller's transaction.  When one does (the
+ * instance is running a step), the command is left as a request and the
+ * executor applies it at the step boundary: a command never waits for a
+ * step to finish.  Returns the new status, or what is pending.
+ */
+static text *
+run_command(const char *id, const char *command, const char *from_step)
+{
+	Oid			caller = GetUserId();
+	WfAsOwner	s;
+	Datum		v[4];
+	char		n[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	char	   *result;
+	bool		locked = false;
+	int			tries;
+
+	as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(id);
+	if (wf_query(&q_instance_owner, v, NULL, 1) == 0 ||
+		!wf_can_see(DatumGetObjectId(wf_get_datum(0, 1, &isnull)), caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow instance \"%s\" does not exist", id)));
+	if (from_step != NULL)
+	{
+		v[1] = CStringGetTextDatum(from_step);
+		if (wf_query(&q_step_exists, v, NULL, 1) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("workflow instance \"%s\" has no step \"%s\"", id, from_step),
+					 errhint("Steps are named by their key: the name, plus \"#n\" for the n-th step of that name.")));
+	}
+	v[1] = CStringGetTextDatum(command);
+	v[2] = from_step ? CStringGetTextDatum(from_step) : (Datum) 0;
+	n[2] = from_step ? ' ' : 'n';
+
+	/*
+	 * An executor that only looked at the row (its claim found the instance
+	 * not due) holds the lock for a moment: try for a few milliseconds
+	 * before concluding that a step is running.
+	 */
+	for (tries = 0; tries < 20; tries++)
+	{
+		locked = (wf_query(&q_lock_instance, v, NULL, 1) == 1);
+		if (locked)
+			break;
+		pg_usleep(1000);
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	if (locked)
+	{
+		wf_query(&q_apply_strict, v, n, 1);
+		result = wf_get_text(0, 1);
+		if (strcmp(result, "terminated") == 0)
+			wf_waiters_at_commit();
+		else
+			wf_wake_at_commit();
+	}
+	else
+	{
+		/* an executor is running a step of it */
+		if (strcmp(command, "resume") == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_WF_INVALID_STATUS),
+					 errmsg("cannot resume workflow instance \"%s\": it is running", id)));
+		v[3] = ObjectIdGetDatum(caller);
+		wf_query(&q_add_request, v, n, 0);
+		result = strcmp(command, "pause") == 0 ? "waitingForPause" :
+			strcmp(command, "terminate") == 0 ? "terminating" : "restarting";
+		wf_signal_at_commit();
+	}
+	result = pstrdup(result);
+	as_owner_end(&s);
+	return cstring_to_text(result);
+}
+
+PG_FUNCTION_INFO_V1(wf_pause);
+PG_FUNCTION_INFO_V1(wf_resume);
+PG_FUNCTION_INFO_V1(wf_terminate);
+PG_FUNCTION_INFO_V1(wf_restart);
+PG_FUNCTION_INFO_V1(wf_create_batch);
+
+/* workflows.pause(id text) returns text */
+Datum
+wf_pause(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(run_command(text_to_cstring(PG_GETARG_TEXT_PP(0)), "pause", NULL));
+}
+
+/* workflows.resume(id text) returns text */
+Datum
+wf_resume(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(run_command(text_to_cstring(PG_GETARG_TEXT_PP(0)), "resume", NULL));
+}
+
+/* workflows.terminate(id text) returns text */
+Datum
+wf_terminate(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(run_command(text_to_cstring(PG_GETARG_TEXT_PP(0)), "terminate", NULL));
+}
+
+/* workflows.restart(id text, from_step text) returns text */
+Datum
+wf_restart(PG_FUNCTION_ARGS)
+{
+	char	   *id = required_text(fcinfo, 0, "instance id");
+
+	PG_RETURN_TEXT_P(run_command(id, "restart",
+								 PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1))));
+}
+
+/* ---- batches ---- */
+
+static WfQuery q_add_instances = {
+	"INSERT INTO workflows.instances (id, workflow, version_id, owner, params, wake_at) "
+	"SELECT x.id, $1, $2, $3::oid::regrole, x.params, now() "
+	"FROM unnest($4::text[], $5::jsonb[]) AS x(id, params) "
+	"ON CONFLICT (id) DO NOTHING RETURNING id",
+	5, {TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, JSONBARRAYOID}, NULL
+};
+
+static WfQuery q_existing = {
+	"SELECT id, owner::oid FROM workflows.instances WHERE id = ANY ($1)",
+	1, {TEXTARRAYOID}, NULL
+};
+
+static void
+batch_error(int i, const char *problem)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid instance %d in batch: %s", i + 1, problem),
+			 errhint("A batch is a JSON array of objects such as {\"id\": \"order-1\", \"params\": {}}; id is optional.")));
+}
+
+/*
+ * workflows.create_batch(workflow text, instances jsonb, if_not_exists
+ * boolean) returns setof text
+ *
+ * Creates every instance of the array in one statement: all or none.  An
+ * id given twice, or an id that exists already, is an error, unless
+ * if_not_exists asks for idempotent creation (for retried client
+ * requests): then existing ids are returned as if created.  Returns the ids
+ * in the order given.
+ */
+Datum
+wf_create_batch(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *workflow = required_text(fcinfo, 0, "workflow name");
+	Jsonb	   *batch;
+	bool		if_not_exists = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	int			count,
+				i = 0,
+				inserted;
+	Datum	   *ids;
+	Datum	   *params;
+	HTAB	   *seen;
+	HASHCTL		ctl;
+	WfAsOwner	s;
+	Datum		qv[5];
+	bool		isnull;
+	Oid			fn;
+	AclResult	aclresult;
+	MemoryContext callcxt = CurrentMemoryContext;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("instances must not be null")));
+	batch = PG_GETARG_JSONB_P(1);
+	if (!JB_ROOT_IS_ARRAY(batch) || JB_ROOT_IS_SCALAR(batch))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("instances must be a JSON array")));
+	count = JB_ROOT_COUNT(batch);
+	ids = palloc(sizeof(Datum) * Max(count, 1));
+	params = palloc(sizeof(Datum) * Max(count, 1));
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = WF_MAX_ID_LEN + 1;
+	ctl.entrysize = WF_MAX_ID_LEN + 1;
+	ctl.hcxt = CurrentMemoryContext;
+	seen = hash_create("workflows batch ids", Max(count, 16), &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+
+	/* check every element before writing anything */
+	it = JsonbIteratorInit(&batch->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		JsonbValue *idv;
+		JsonbValue *pv;
+		char	   *id;
+		bool		found;
+		Jsonb	   *p;
+
+		if (tok != WJB_ELEM)
+			continue;
+		if (v.type != jbvBinary || !JsonContainerIsObject(v.val.binary.data))
+			batch_error(i, "not a JSON object");
+		idv = getKeyJsonValueFromContainer(v.val.binary.data, "id", 2, NULL);
+		pv = getKeyJsonValueFromContainer(v.val.binary.data, "params", 6, NULL);
+		if ((int) JsonContainerSize(v.val.binary.data) != (idv ? 1 : 0) + (pv ? 1 : 0))
+			batch_error(i, "only the keys \"id\" and \"params\" are allowed");
+
+		if (idv == NULL || idv->type == jbvNull)
+			id = DatumGetCString(DirectFunctionCall1(uuid_out,
+													 DirectFunctionCall1(gen_random_uuid, (Datum) 0)));
+		else if (idv->type != jbvString || idv->val.string.len == 0 ||
+				 idv->val.string.len > WF_MAX_ID_LEN)
+			batch_error(i, "\"id\" must be a string of 1 to 200 bytes");
+		else
+			id = pnstrdup(idv->val.string.val, idv->val.string.len);
+
+		(void) hash_search(seen, id, HASH_ENTER, &found);
+		if (found && !if_not_exists)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("instance id \"%s\" appears twice in the batch", id)));
+
+		p = (pv == NULL || pv->type == jbvNull) ? wf_cstring_jsonb("{}") : JsonbValueToJsonb(pv);
+		check_payload(p, "instance params");
+		ids[i] = CStringGetTextDatum(id);
+		params[i] = JsonbPGetDatum(p);
+		i++;
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	as_owner_begin(&s);
+	qv[0] = CStringGetTextDatum(workflow);
+	if (wf_query(&q_newest_version, qv, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errhint("Register it with workflows.register().")));
+	qv[1] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
+	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+
+	qv[2] = ObjectIdGetDatum(caller);
+	qv[3] = PointerGetDatum(construct_array(ids, count, TEXTOID, -1, false, TYPALIGN_INT));
+	qv[4] = PointerGetDatum(construct_array(params, count, JSONBOID, -1, false, TYPALIGN_INT));
+	inserted = wf_query(&q_add_instances, qv, NULL, 0);
+
+	if ((long) inserted < hash_get_num_entries(seen))
+	{
+		/* the ids not inserted existed before: which, and whose? */
+		Datum	   *missing = palloc(sizeof(Datum) * count);
+		int			nmissing = 0;
+		int			nexisting;
+
+		for (int k = 0; k < inserted; k++)
+			(void) hash_search(seen, wf_get_text(k, 1), HASH_REMOVE, NULL);
+		for (int k = 0; k < count; k++)
+			if (hash_search(seen, TextDatumGetCString(ids[k]), HASH_REMOVE, NULL))
+				missing[nmissing++] = ids[k];
+		qv[0] = PointerGetDatum(construct_array(missing, nmissing, TEXTOID, -1, false, TYPALIGN_INT));
+		nexisting = wf_query(&q_existing, qv, NULL, 0);
+		for (int k = 0; k < nexisting; k++)
+		{
+			char	   *id = wf_get_text(k, 1);
+
+			if (!if_not_exists)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("workflow instance \"%s\" already exists", id),
+						 errdetail("No instance of the batch was created."),
+						 errhint("Pass if_not_exists => true to create only the missing ones.")));
+			if (!wf_can_see(DatumGetObjectId(wf_get_datum(k, 2, &isnull)), caller))
+				ereport(ERROR,
+						(errcode(ERRCODE_UNIQUE_VIOLATION),
+						 errmsg("workflow instance \"%s\" already exists and belongs to another role", id)));
+		}
+	}
+	as_owner_end(&s);
+
+	MemoryContextSwitchTo(callcxt);
+	seen = hash_create("workflows batch ids out", Max(count, 16), &ctl,
+					   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	for (int k = 0; k < count; k++)
+	{
+		bool		found;
+		bool		nulls[1] = {false};
+		Datum		values[1];
+		char	   *id = TextDatumGetCString(ids[k]);
+
+		(void) hash_search(seen, id, HASH_ENTER, &found);
+		if (found)
+			continue;
+		values[0] = ids[k];
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	if (inserted > 0)
+		wf_wake_at_commit();
+	return (Datum) 0;
 }

@@ -5,8 +5,10 @@
  *	  asked for, record the result, commit; sleep until the next wake time.
  *
  * An instance advances in short transactions ("ticks").  Each tick locks
- * the instance row (FOR UPDATE SKIP LOCKED, so executors never wait for
- * each other and never run one instance twice), replays the workflow
+ * the instance row (FOR NO KEY UPDATE SKIP LOCKED, so executors never wait
+ * for each other and never run one instance twice, while the foreign-key
+ * checks of send_event() and the control commands, which take KEY SHARE,
+ * never wait for a running step), replays the workflow
  * function against the memo cache (replay.c), and does the one thing the
  * run stopped at:
  *
@@ -61,18 +63,20 @@
 /* ---- statements on the extension's tables ---- */
 
 #define INSTANCE_COLUMNS \
-	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid " \
-	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id "
+	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
+	"  r.command, r.from_step " \
+	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
+	"LEFT JOIN workflows.requests r ON r.instance_id = i.id "
 
 static WfQuery q_claim_any = {
 	INSTANCE_COLUMNS
-	"WHERE i.wake_at <= $1 ORDER BY i.wake_at LIMIT 1 FOR UPDATE OF i SKIP LOCKED",
+	"WHERE i.wake_at <= $1 ORDER BY i.wake_at LIMIT 1 FOR NO KEY UPDATE OF i SKIP LOCKED",
 	1, {TIMESTAMPTZOID}, NULL
 };
 
 static WfQuery q_claim_one = {
 	INSTANCE_COLUMNS
-	"WHERE i.id = $2 AND i.wake_at <= $1 FOR UPDATE OF i SKIP LOCKED",
+	"WHERE i.id = $2 AND i.wake_at <= $1 FOR NO KEY UPDATE OF i SKIP LOCKED",
 	2, {TIMESTAMPTZOID, TEXTOID}, NULL
 };
 
@@ -131,7 +135,31 @@ static WfQuery q_sweep = {
 	"    AND i.status = 'waiting' AND i.waiting_for IS NOT NULL AND i.wake_at > $1 "
 	"    AND EXISTS (SELECT 1 FROM workflows.events e WHERE e.instance_id = i.id "
 	"                AND e.type = i.waiting_for AND e.consumed_by IS NULL) "
-	"  FOR UPDATE OF i SKIP LOCKED)",
+	"  FOR NO KEY UPDATE OF i SKIP LOCKED)",
+	1, {TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_request = {
+	"SELECT command, from_step FROM workflows.requests WHERE instance_id = $1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_apply = {
+	"SELECT workflows._apply($1, $2, $3, false)",
+	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_park = {
+	"UPDATE workflows.instances SET wake_at = NULL, revision = revision + 1 WHERE id = $1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_sweep_requests = {
+	"UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"  SELECT i.id FROM workflows.instances i "
+	"  WHERE i.id IN (SELECT r.instance_id FROM workflows.requests r) "
+	"    AND (i.wake_at IS NULL OR i.wake_at > $1) "
+	"  FOR NO KEY UPDATE OF i SKIP LOCKED)",
 	1, {TIMESTAMPTZOID}, NULL
 };
 
@@ -164,7 +192,7 @@ static WfWorkerSlot *my_slot;
 static WfInstance cur;
 static TimeoutId step_timeout_id;
 static volatile sig_atomic_t step_timed_out = false;
-static uint64 seen_event_generation = 0;
+static uint64 seen_signal_generation = 0;
 
 static void
 step_timeout_handler(void)
@@ -550,6 +578,33 @@ make_event(const char *id, Jsonb *params, TimestampTz created)
 }
 
 /*
+ * Apply a control command left for the executor holding an instance (see
+ * workflows._apply()).  Returns the instance's new status.
+ */
+static char *
+apply_request(const char *id, char *command, char *from_step)
+{
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(command);
+	v[2] = from_step ? CStringGetTextDatum(from_step) : (Datum) 0;
+	n[2] = from_step ? ' ' : 'n';
+	wf_query(&q_apply, v, n, 1);
+	ereport(DEBUG1,
+			(errmsg("workflows: applied %s to instance \"%s\"", command, id)));
+	return wf_get_text(0, 1);
+}
+
+static bool
+is_runnable_status(const char *status)
+{
+	return strcmp(status, "queued") == 0 || strcmp(status, "running") == 0 ||
+		strcmp(status, "waiting") == 0;
+}
+
+/*
  * One tick: claim the current instance (or any runnable one), advance it as
  * far as one transaction may, commit.  Returns true if the instance should
  * get another tick right away; sets *claimed if any instance was claimed.
@@ -569,12 +624,14 @@ tick(bool *claimed)
 	int			steps = 0;
 	WfOutcome	out;
 	bool		again = false;
-	bool		waits_for_event = false;
 	uint64		generation;
 	bool		isnull;
+	char	   *status;
+	char	   *command;
+	char	   *from_step;
 
 	*claimed = false;
-	generation = pg_atomic_read_u64(&wf_shared->event_generation);
+	generation = pg_atomic_read_u64(&wf_shared->signal_generation);
 	pg_memory_barrier();
 
 	begin_tx();
@@ -593,10 +650,36 @@ tick(bool *claimed)
 
 	id = wf_get_text(0, 1);
 	owner = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	status = wf_get_text(0, 3);
 	revision = DatumGetInt64(wf_get_datum(0, 6, &isnull));
 	fn = DatumGetObjectId(wf_get_datum(0, 7, &isnull));
+	command = wf_get_text(0, 8);
+	from_step = wf_get_text(0, 9);
 	event = make_event(id, wf_get_jsonb(0, 4),
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
+
+	/* a command left while another executor held the instance */
+	if (command != NULL)
+	{
+		status = apply_request(id, command, from_step);
+		cur.valid = false;		/* a restart changed the memos */
+		revision = -1;
+	}
+	if (!is_runnable_status(status))
+	{
+		/* paused or finished meanwhile: nothing to run */
+		if (command == NULL)
+		{
+			Datum		idv = CStringGetTextDatum(id);
+
+			wf_query(&q_park, &idv, NULL, 0);
+		}
+		end_tx();
+		cur.valid = false;
+		if (strcmp(status, "terminated") == 0)
+			wf_wake_waiters(wf_id_hash(id));
+		return false;
+	}
 
 	if (!cur.valid || strcmp(cur.id, id) != 0 || cur.revision != revision)
 	{
@@ -672,7 +755,6 @@ tick(bool *claimed)
 			out.status = "waiting";
 			out.wake_at = a->until;
 			out.waiting_for = a->event_type;
-			waits_for_event = true;
 			break;
 		}
 		else if (a->kind == WF_ACT_WAIT)
@@ -702,24 +784,37 @@ tick(bool *claimed)
 	wf_query(&q_instance_update, v, n, 1);
 	cur.revision = DatumGetInt64(wf_get_datum(0, 1, &isnull));
 
+	/* a command that arrived during the tick applies at its end */
+	if (pg_atomic_read_u64(&wf_shared->signal_generation) != generation &&
+		wf_query(&q_request, v, NULL, 1) == 1)
+	{
+		char	   *final = apply_request(id, wf_get_text(0, 1), wf_get_text(0, 2));
+
+		out.status = final;
+		again = is_runnable_status(final);
+		cur.valid = false;
+	}
+
 	end_tx();
 	MemoryContextSwitchTo(tickcxt);
 
 	if (!again)
 		cur.valid = false;
-	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
+	if (!is_runnable_status(out.status))
 		wf_wake_waiters(wf_id_hash(id));
 	/* a wake time other executors may not know about: let them re-plan */
 	if (out.wake_at != 0)
 		wf_wake_database(MyDatabaseId);
 	/* an event may have been committed while we held the instance */
-	if (waits_for_event &&
-		pg_atomic_read_u64(&wf_shared->event_generation) != generation)
+	if (pg_atomic_read_u64(&wf_shared->signal_generation) != generation)
 		SetLatch(MyLatch);
 	return again;
 }
 
-/* make instances whose awaited event has arrived runnable now */
+/*
+ * Make runnable now the instances whose awaited event has arrived, and
+ * those with a command left for an executor that has since let them go.
+ */
 static void
 sweep_events(void)
 {
@@ -729,6 +824,7 @@ sweep_events(void)
 	check_extension();
 	v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	wf_query(&q_sweep, v, NULL, 0);
+	wf_query(&q_sweep_requests, v, NULL, 0);
 	end_tx();
 }
 
@@ -757,11 +853,11 @@ next_wake(void)
 static void
 maybe_sweep(void)
 {
-	uint64		g = pg_atomic_read_u64(&wf_shared->event_generation);
+	uint64		g = pg_atomic_read_u64(&wf_shared->signal_generation);
 
-	if (g != seen_event_generation)
+	if (g != seen_signal_generation)
 	{
-		seen_event_generation = g;
+		seen_signal_generation = g;
 		sweep_events();
 	}
 }

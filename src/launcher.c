@@ -217,7 +217,12 @@ tend_executor(WfDb *db, int index, TimestampTz now)
 		LWLockRelease(wf_shared->lock);
 
 		ex->restart_at = TimestampTzPlusMilliseconds(now, WF_RESTART_DELAY_MS);
-		if (absent || !database_exists(db->dboid))
+		/*
+		 * Executor 0 alone decides whether the database has the extension:
+		 * the others may report an absence that a CREATE EXTENSION handled
+		 * in the same pass has already made stale.
+		 */
+		if (index == 0 && (absent || !database_exists(db->dboid)))
 		{
 			/* a probe may have looked before CREATE EXTENSION committed */
 			db->state = db->reprobe ? WF_DB_PROBE : WF_DB_ABSENT;

@@ -61,7 +61,7 @@ wf_shmem_startup(void)
 		memset(wf_shared, 0, wf_shmem_size());
 		wf_shared->lock = &(GetNamedLWLockTranche("workflows"))->lock;
 		/* start at 1 so that a new executor (which saw 0) sweeps once */
-		pg_atomic_init_u64(&wf_shared->event_generation, 1);
+		pg_atomic_init_u64(&wf_shared->signal_generation, 1);
 		wf_shared->nslots = wf_max_databases * wf_max_workers;
 	}
 	LWLockRelease(AddinShmemInitLock);
@@ -161,7 +161,7 @@ wf_remove_waiter(int n)
 	LWLockRelease(wf_shared->lock);
 }
 
-/* an instance reached a final state: wake whoever waits for it */
+/* an instance reached a final state: wake whoever waits for it (0: all) */
 void
 wf_wake_waiters(uint32 idhash)
 {
@@ -170,7 +170,7 @@ wf_wake_waiters(uint32 idhash)
 	LWLockAcquire(wf_shared->lock, LW_SHARED);
 	for (i = 0; i < WF_MAX_WAITERS; i++)
 		if (wf_shared->waiters[i].proc != NULL &&
-			wf_shared->waiters[i].idhash == idhash)
+			(idhash == 0 || wf_shared->waiters[i].idhash == idhash))
 			SetLatch(&wf_shared->waiters[i].proc->procLatch);
 	LWLockRelease(wf_shared->lock);
 }

@@ -23,6 +23,7 @@ static bool callback_registered = false;
 static bool pending_wake = false;
 static bool pending_event = false;
 static bool pending_launch = false;
+static bool pending_waiters = false;
 
 static void
 wf_xact_callback(XactEvent event, void *arg)
@@ -34,14 +35,16 @@ wf_xact_callback(XactEvent event, void *arg)
 			if (pending_launch)
 				wf_request_launch(MyDatabaseId);
 			if (pending_event && wf_shared != NULL)
-				pg_atomic_fetch_add_u64(&wf_shared->event_generation, 1);
+				pg_atomic_fetch_add_u64(&wf_shared->signal_generation, 1);
 			if (pending_wake)
 				wf_wake_database(MyDatabaseId);
-			pending_wake = pending_event = pending_launch = false;
+			if (pending_waiters)
+				wf_wake_waiters(0);
+			pending_wake = pending_event = pending_launch = pending_waiters = false;
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			pending_wake = pending_event = pending_launch = false;
+			pending_wake = pending_event = pending_launch = pending_waiters = false;
 			break;
 		default:
 			break;
@@ -66,9 +69,20 @@ wf_wake_at_commit(void)
 	pending_wake = true;
 }
 
-/* the current transaction sent an event: executors must look for waiters */
+/* the current transaction ended an instance: wake workflows.wait() callers */
 void
-wf_event_at_commit(void)
+wf_waiters_at_commit(void)
+{
+	wf_register_callback();
+	pending_waiters = true;
+}
+
+/*
+ * The current transaction sent an event or left a request for the executor
+ * that holds an instance: executors must sweep for them.
+ */
+void
+wf_signal_at_commit(void)
 {
 	wf_register_callback();
 	pending_event = true;

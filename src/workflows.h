@@ -87,8 +87,8 @@ typedef struct WfShared
 	LWLock	   *lock;			/* protects everything below but the atomic */
 	pid_t		launcher_pid;
 	PGPROC	   *launcher_proc;
-	/* bumped after every commit that sent an event */
-	pg_atomic_uint64 event_generation;
+	/* bumped after every commit that sent an event or left a request */
+	pg_atomic_uint64 signal_generation;
 	/* databases whose extension was just created: start their executors */
 	int			nlaunch;
 	Oid			launch[64];
@@ -110,7 +110,8 @@ extern void wf_wake_waiters(uint32 idhash);
 
 /* ---- wakeup.c ---- */
 extern void wf_wake_at_commit(void);
-extern void wf_event_at_commit(void);
+extern void wf_signal_at_commit(void);
+extern void wf_waiters_at_commit(void);
 extern void wf_launch_at_commit(void);
 
 /* ---- utility.c ---- */
