@@ -16,7 +16,12 @@ OBJS = \
 	src/wakeup.o \
 	src/workflows.o
 
-DATA = $(wildcard sql/workflows--*.sql)
+# The install script is built from the readable pieces in sql/install/,
+# concatenated in file-name order.  Upgrade scripts (once a version is
+# released) are kept as they are in sql/.
+DATA_built = sql/workflows--0.1.sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*--*.sql))
+EXTRA_CLEAN = sql/workflows--0.1.sql
 
 REGRESS = engine steps control security
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
@@ -27,6 +32,9 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+sql/workflows--0.1.sql: $(sort $(wildcard sql/install/*.sql))
+	cat $^ > $@
 
 print-regress:
 	@echo $(REGRESS)

@@ -1,0 +1,170 @@
+-- tables, roles, row-level security
+/*
+ * Roles
+ *
+ * Members of workflows_admin see and control every instance; everybody else
+ * sees and controls the instances they created.  Roles are cluster-wide, so
+ * the role survives DROP EXTENSION and is shared by every database.
+ */
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'workflows_admin') THEN
+        CREATE ROLE workflows_admin NOLOGIN;
+    END IF;
+END
+$$;
+
+/*
+ * Tables
+ *
+ * Every table is keyed by instance id first (except the two small
+ * registration tables), so that a distributed PostgreSQL can shard them by
+ * instance and keep an instance with its steps.  Nobody but the extension
+ * writes them: the API functions check the caller and write as the
+ * extension's owner.
+ */
+CREATE TABLE workflows.workflows (
+    name        text PRIMARY KEY
+                CHECK (name <> '' AND octet_length(name) <= 200),
+    owner       regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE workflows.versions (
+    version_id  text PRIMARY KEY,
+    workflow    text NOT NULL REFERENCES workflows.workflows (name) ON DELETE CASCADE,
+    fn          regprocedure NOT NULL,
+    fn_hash     bigint NOT NULL,
+    created_by  regrole NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX versions_by_workflow ON workflows.versions (workflow, created_at DESC);
+
+CREATE TABLE workflows.instances (
+    id          text PRIMARY KEY
+                CHECK (id <> '' AND octet_length(id) <= 200),
+    workflow    text NOT NULL,
+    version_id  text NOT NULL REFERENCES workflows.versions (version_id),
+    owner       regrole NOT NULL,
+    status      text NOT NULL DEFAULT 'queued'
+                CHECK (status IN ('queued', 'running', 'paused', 'waiting',
+                                  'errored', 'terminated', 'complete')),
+    params      jsonb NOT NULL,
+    output      jsonb,
+    error       jsonb,
+    trigger     jsonb NOT NULL DEFAULT '{"source": "api"}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    started_at  timestamptz,
+    ended_at    timestamptz,
+    -- runnable when not null and due; null for final and paused instances
+    wake_at     timestamptz,
+    -- event type while the instance waits for an event
+    waiting_for text,
+    -- bumped by every executor commit: tells an executor its memo cache is stale
+    revision    bigint NOT NULL DEFAULT 0
+);
+-- the scheduler's only scan: runnable instances by wake time
+CREATE INDEX instances_runnable ON workflows.instances (wake_at) WHERE wake_at IS NOT NULL;
+CREATE INDEX instances_by_workflow ON workflows.instances (workflow, created_at);
+CREATE INDEX instances_by_status ON workflows.instances (status, created_at);
+
+CREATE TABLE workflows.steps (
+    instance_id text NOT NULL REFERENCES workflows.instances (id) ON DELETE CASCADE,
+    key         text NOT NULL,
+    seq         integer NOT NULL,
+    name        text NOT NULL,
+    type        text NOT NULL CHECK (type IN ('step', 'sleep', 'event')),
+    status      text NOT NULL
+                CHECK (status IN ('retrying', 'waiting', 'complete', 'failed')),
+    output      jsonb,
+    error       jsonb,
+    config      jsonb,
+    hash        bigint,
+    attempts    integer NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL,
+    ended_at    timestamptz,
+    -- end of a sleep, deadline of an event wait, or time of the next retry
+    wake_at     timestamptz,
+    PRIMARY KEY (instance_id, key)
+);
+
+CREATE TABLE workflows.attempts (
+    instance_id text NOT NULL,
+    step_key    text NOT NULL,
+    attempt     integer NOT NULL,
+    started_at  timestamptz NOT NULL,
+    ended_at    timestamptz NOT NULL,
+    success     boolean NOT NULL,
+    error       jsonb,
+    PRIMARY KEY (instance_id, step_key, attempt),
+    FOREIGN KEY (instance_id, step_key)
+        REFERENCES workflows.steps (instance_id, key) ON DELETE CASCADE
+);
+
+CREATE TABLE workflows.events (
+    instance_id text NOT NULL REFERENCES workflows.instances (id) ON DELETE CASCADE,
+    seq         bigint GENERATED ALWAYS AS IDENTITY,
+    type        text NOT NULL,
+    payload     jsonb,
+    sent_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    consumed_by text,
+    consumed_at timestamptz,
+    PRIMARY KEY (instance_id, seq)
+);
+-- undelivered events: looked up by the instance that waits for them
+CREATE INDEX events_pending ON workflows.events (instance_id, type, seq)
+    WHERE consumed_by IS NULL;
+
+-- control commands waiting for the executor that holds the instance
+CREATE TABLE workflows.requests (
+    instance_id text PRIMARY KEY REFERENCES workflows.instances (id) ON DELETE CASCADE,
+    command     text NOT NULL CHECK (command IN ('pause', 'terminate', 'restart')),
+    from_step   text,
+    requested_by regrole NOT NULL,
+    requested_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- the tables' rows are user data: pg_dump must dump them
+SELECT pg_catalog.pg_extension_config_dump('workflows.workflows', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.versions', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.instances', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.steps', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.events', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.requests', '');
+
+/*
+ * Row-level security: a role sees the instances it owns (or that a role it
+ * belongs to owns); workflows_admin sees all.  Steps, attempts and events
+ * follow their instance.  Superusers, and so the executors, bypass RLS.
+ */
+CREATE FUNCTION workflows._visible(owner regrole) RETURNS boolean
+    LANGUAGE sql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pg_has_role(owner, 'USAGE') OR pg_has_role('workflows_admin', 'USAGE') $$;
+
+ALTER TABLE workflows.instances ENABLE ROW LEVEL SECURITY;
+CREATE POLICY instances_visible ON workflows.instances FOR SELECT
+    USING (workflows._visible(owner));
+
+ALTER TABLE workflows.steps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY steps_visible ON workflows.steps FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+
+ALTER TABLE workflows.attempts ENABLE ROW LEVEL SECURITY;
+CREATE POLICY attempts_visible ON workflows.attempts FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+
+ALTER TABLE workflows.events ENABLE ROW LEVEL SECURITY;
+CREATE POLICY events_visible ON workflows.events FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+
+ALTER TABLE workflows.requests ENABLE ROW LEVEL SECURITY;
+CREATE POLICY requests_visible ON workflows.requests FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+
+REVOKE ALL ON ALL TABLES IN SCHEMA workflows FROM PUBLIC;
+GRANT USAGE ON SCHEMA workflows TO PUBLIC;
+GRANT SELECT ON workflows.workflows, workflows.versions, workflows.instances,
+    workflows.steps, workflows.attempts, workflows.events, workflows.requests TO PUBLIC;
+

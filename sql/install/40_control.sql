@@ -1,0 +1,116 @@
+-- control commands and batches
+
+/*
+ * Control commands
+ *
+ * _apply() performs a command on an instance whose row the caller has
+ * locked: the command functions when no executor holds the instance, an
+ * executor at its step boundary otherwise.  With strict, a command the
+ * current status does not allow is an error naming the status; without, it
+ * is dropped (an executor applying a stale request).  Returns the new
+ * status.  See the README's table of statuses and commands.
+ */
+CREATE FUNCTION workflows._apply(instance text, command text, from_step text, strict boolean)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    i workflows.instances;
+    from_seq integer := 0;
+    new_status text;
+BEGIN
+    SELECT * INTO i FROM workflows.instances WHERE id = instance;
+    DELETE FROM workflows.requests r WHERE r.instance_id = instance;
+    IF command = 'pause' AND i.status IN ('queued', 'running', 'waiting') THEN
+        new_status := 'paused';
+        UPDATE workflows.instances
+           SET status = 'paused', wake_at = NULL, waiting_for = NULL, revision = revision + 1
+         WHERE id = instance;
+    ELSIF command = 'resume' AND i.status = 'paused' THEN
+        new_status := CASE WHEN i.started_at IS NULL THEN 'queued' ELSE 'running' END;
+        UPDATE workflows.instances
+           SET status = new_status, wake_at = now(), revision = revision + 1
+         WHERE id = instance;
+    ELSIF command = 'terminate' AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
+        new_status := 'terminated';
+        UPDATE workflows.instances
+           SET status = 'terminated', wake_at = NULL, waiting_for = NULL,
+               ended_at = now(), revision = revision + 1
+         WHERE id = instance;
+    ELSIF command = 'restart' THEN
+        IF from_step IS NOT NULL THEN
+            SELECT s.seq INTO from_seq FROM workflows.steps s
+             WHERE s.instance_id = instance AND s.key = from_step;
+            IF NOT FOUND THEN
+                IF NOT strict THEN
+                    RETURN i.status;
+                END IF;
+                RAISE EXCEPTION 'workflow instance "%" has no step "%"', instance, from_step
+                    USING ERRCODE = 'undefined_object',
+                          HINT = 'Steps are named by their key: the name, plus "#n" for the n-th step of that name.';
+            END IF;
+        END IF;
+        -- events taken by the steps that will run again can be taken again
+        UPDATE workflows.events e SET consumed_by = NULL, consumed_at = NULL
+         WHERE e.instance_id = instance AND e.consumed_by IN (
+               SELECT s.key FROM workflows.steps s
+                WHERE s.instance_id = instance AND s.seq >= from_seq);
+        DELETE FROM workflows.steps s WHERE s.instance_id = instance AND s.seq >= from_seq;
+        new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
+        UPDATE workflows.instances
+           SET status = new_status, wake_at = now(), waiting_for = NULL, output = NULL,
+               error = NULL, ended_at = NULL,
+               started_at = CASE WHEN from_seq = 0 THEN NULL ELSE started_at END,
+               revision = revision + 1
+         WHERE id = instance;
+    ELSIF strict THEN
+        RAISE EXCEPTION 'cannot % workflow instance "%": it is %', command, instance, i.status
+            USING ERRCODE = 'WF006';
+    ELSE
+        new_status := i.status;
+    END IF;
+    RETURN new_status;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._apply(text, text, text, boolean) FROM PUBLIC;
+
+CREATE FUNCTION workflows.pause(id text)
+    RETURNS text
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_pause';
+COMMENT ON FUNCTION workflows.pause(text) IS
+    'pause an instance at its next step boundary; returns paused or waitingForPause';
+
+CREATE FUNCTION workflows.resume(id text)
+    RETURNS text
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_resume';
+COMMENT ON FUNCTION workflows.resume(text) IS
+    'resume a paused instance; returns its new status';
+
+CREATE FUNCTION workflows.terminate(id text)
+    RETURNS text
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_terminate';
+COMMENT ON FUNCTION workflows.terminate(text) IS
+    'stop an instance for good (a running one at its step boundary); returns terminated or terminating';
+
+CREATE FUNCTION workflows.restart(id text, from_step text DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_restart';
+COMMENT ON FUNCTION workflows.restart(text, text) IS
+    'run an instance again from the start, or from a step (keeping the memos of the steps before it)';
+
+CREATE FUNCTION workflows.create_batch(workflow text, instances jsonb, if_not_exists boolean DEFAULT false)
+    RETURNS SETOF text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_create_batch';
+COMMENT ON FUNCTION workflows.create_batch(text, jsonb, boolean) IS
+    'create many instances atomically from [{"id": ..., "params": ...}, ...]; returns their ids';
