@@ -71,10 +71,11 @@ static WfQuery q_add_version = {
 };
 
 static WfQuery q_add_instance = {
-	"INSERT INTO workflows.instances (id, workflow, version_id, owner, params, wake_at) "
-	"VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4::oid::regrole, $5, now()) "
+	"INSERT INTO workflows.instances (id, workflow, version_id, owner, params, trigger, wake_at) "
+	"VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4::oid::regrole, $5, "
+	"        COALESCE($6, '{\"source\": \"api\"}'), now()) "
 	"ON CONFLICT (id) DO NOTHING RETURNING id",
-	5, {TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID}, NULL
+	6, {TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, JSONBOID}, NULL
 };
 
 static WfQuery q_instance_owner = {
@@ -281,7 +282,8 @@ wf_register(PG_FUNCTION_ARGS)
 }
 
 /*
- * workflows.create(workflow text, params jsonb, id text) returns text
+ * workflows.create(workflow text, params jsonb, id text, trigger jsonb)
+ * returns text
  *
  * Queues an instance of the newest version of a workflow, owned by the
  * caller, who must be allowed to execute the workflow's function.  It
@@ -296,12 +298,13 @@ wf_create(PG_FUNCTION_ARGS)
 	Jsonb	   *params;
 	char	   *id = NULL;
 	WfAsOwner	s;
-	Datum		v[5];
-	char		n[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		v[6];
+	char		n[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	Oid			fn;
 	AclResult	aclresult;
 	char	   *result;
+	Jsonb	   *trigger = NULL;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -317,6 +320,24 @@ wf_create(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("instance id must be 1 to %d bytes long", WF_MAX_ID_LEN)));
+	}
+
+	if (!PG_ARGISNULL(3))
+	{
+		JsonbValue *source = NULL;
+
+		trigger = PG_GETARG_JSONB_P(3);
+		if (JB_ROOT_IS_OBJECT(trigger))
+			source = getKeyJsonValueFromContainer(&trigger->root, "source", 6, NULL);
+		if (source == NULL || source->type != jbvString)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("trigger must be a JSON object with a \"source\" string"),
+					 errhint("For example {\"source\": \"api\"}.")));
+		if (VARSIZE(trigger) > 4096)
+			ereport(ERROR,
+					(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+					 errmsg("trigger is %u bytes, more than 4096", (unsigned int) VARSIZE(trigger))));
 	}
 
 	as_owner_begin(&s);
@@ -338,6 +359,8 @@ wf_create(PG_FUNCTION_ARGS)
 	v[1] = CStringGetTextDatum(workflow);
 	v[3] = ObjectIdGetDatum(caller);
 	v[4] = JsonbPGetDatum(params);
+	v[5] = JsonbPGetDatum(trigger);
+	n[5] = trigger ? ' ' : 'n';
 	if (wf_query(&q_add_instance, v, n, 0) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
