@@ -4,6 +4,7 @@ EXTENSION = workflows
 MODULE_big = workflows
 OBJS = \
 	src/api.o \
+	src/crash.o \
 	src/executor.o \
 	src/guc.o \
 	src/launcher.o \

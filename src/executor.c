@@ -45,12 +45,15 @@
 #include "workflows.h"
 
 #include "catalog/pg_type.h"
+#include "catalog/namespace.h"
+#include "commands/async.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -393,6 +396,7 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 
 	report(id, a->key);
 	pgstat_report_activity(STATE_RUNNING, a->sql ? a->sql : "workflows: step function");
+	wf_crash_note_attempt(id, a, config);
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
@@ -457,6 +461,14 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 		step_timed_out = false;
 	}
 	PG_END_TRY();
+
+	/*
+	 * Nothing a step leaves in the session may reach the next step, which
+	 * may belong to another role: session advisory locks and temporary
+	 * tables go (GUCs were reset with the step's GUC nest level).
+	 */
+	LockReleaseSession(USER_LOCKMETHOD);
+	ResetTempTableNamespace();
 
 	end = GetCurrentTimestamp();
 	v[0] = CStringGetTextDatum(id);
@@ -575,6 +587,25 @@ make_event(const char *id, Jsonb *params, TimestampTz created)
 	escape_json(&buf, timestamptz_to_str(created));
 	appendStringInfoChar(&buf, '}');
 	return wf_cstring_jsonb(buf.data);
+}
+
+/*
+ * Tell listeners on channel "workflows" that an instance ended; delivered
+ * at commit.  Only the id and the status: never data.
+ */
+static void
+notify_final(const char *id, const char *status)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"id\": ");
+	escape_json(&buf, id);
+	appendStringInfoString(&buf, ", \"status\": ");
+	escape_json(&buf, status);
+	appendStringInfoChar(&buf, '}');
+	if (buf.len < NAMEDATALEN * 100)
+		Async_Notify("workflows", buf.data);
 }
 
 /*
@@ -795,7 +826,11 @@ tick(bool *claimed)
 		cur.valid = false;
 	}
 
+	/* (terminations notify in workflows._apply()) */
+	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
+		notify_final(id, out.status);
 	end_tx();
+	wf_crash_clear();
 	MemoryContextSwitchTo(tickcxt);
 
 	if (!again)
@@ -888,7 +923,10 @@ wf_executor_main(Datum arg)
 
 	begin_tx();
 	check_extension();
+	wf_crash_init(my_slot->dboid, my_slot->index);
+	wf_crash_recover(my_slot->dboid, my_slot->index);
 	end_tx();
+	wf_crash_clear_recovered(my_slot->dboid);
 
 	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
 	my_slot->ready = true;

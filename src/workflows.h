@@ -167,6 +167,14 @@ extern Jsonb *wf_run_sql_callback(const char *sql, Jsonb *args);
 extern Jsonb *wf_run_fn_callback(Oid fn, Jsonb *input);
 extern void wf_check_step_fn(Oid fn);
 
+/* ---- crash.c ---- */
+struct WfAction;
+extern void wf_crash_init(Oid dboid, int index);
+extern void wf_crash_note_attempt(const char *id, struct WfAction *a, Jsonb *config);
+extern void wf_crash_clear(void);
+extern void wf_crash_recover(Oid dboid, int myindex);
+extern void wf_crash_clear_recovered(Oid dboid);
+
 /* ---- replay.c ---- */
 
 /* what a workflow run asked for when it stopped */

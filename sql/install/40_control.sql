@@ -38,6 +38,8 @@ BEGIN
            SET status = 'terminated', wake_at = NULL, waiting_for = NULL,
                ended_at = now(), revision = revision + 1
          WHERE id = instance;
+        -- like the executors' notice of complete and errored instances
+        PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
     ELSIF command = 'restart' THEN
         IF from_step IS NOT NULL THEN
             SELECT s.seq INTO from_seq FROM workflows.steps s

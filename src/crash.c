@@ -1,0 +1,316 @@
+/*-------------------------------------------------------------------------
+ *
+ * crash.c
+ *	  Crash accounting: a step that kills its executor is retried a few
+ *	  times, then quarantined.
+ *
+ * A step's attempt is only recorded when the attempt's transaction commits,
+ * so an attempt whose process dies (a crash, a FATAL error such as
+ * pg_terminate_backend(), or SIGKILL) would leave no trace, and a step that
+ * crashes its process every time would crash-loop the server forever: every
+ * backend crash makes the postmaster restart all of them.
+ *
+ * So before each attempt the executor writes what it is about to run into a
+ * small file of its own under pg_workflows/ (no fsync: it must survive the
+ * process, not the machine), and removes the file after the attempt's
+ * transaction has committed.  An executor that starts and finds its file
+ * records the attempt as interrupted (SQLSTATE WF008) and makes the step
+ * run again at once; after workflows.max_step_crashes interrupted attempts
+ * the step fails for good with WF008, which the workflow sees like any
+ * other failed step.  Writing the file costs one small write() per step.
+ *
+ * IDENTIFICATION
+ *	  src/crash.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "storage/fd.h"
+#include "storage/lwlock.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+
+#define WF_CRASH_DIR	"pg_workflows"
+
+static char crash_path[MAXPGPATH];
+static bool crash_file_written = false;
+static int	recovered[WF_MAX_WORKERS_LIMIT];
+static int	nrecovered = 0;
+
+static WfQuery q_step_state = {
+	"SELECT s.status, s.attempts, i.status FROM workflows.instances i "
+	"LEFT JOIN workflows.steps s ON s.instance_id = i.id AND s.key = $2 "
+	"WHERE i.id = $1 FOR NO KEY UPDATE OF i",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_crashes = {
+	"SELECT count(*) FROM workflows.attempts WHERE instance_id = $1 AND step_key = $2 "
+	"AND error->>'sqlstate' = 'WF008'",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_crash_step = {
+	"INSERT INTO workflows.steps AS s (instance_id, key, seq, name, type, status, error, "
+	"  config, hash, attempts, started_at, ended_at, wake_at) "
+	"VALUES ($1, $2, $3, $4, 'step', $5, $6, $7, $8, $9, $10, "
+	"        CASE WHEN $5 = 'failed' THEN now() END, CASE WHEN $5 = 'retrying' THEN now() END) "
+	"ON CONFLICT (instance_id, key) DO UPDATE SET status = EXCLUDED.status, "
+	"  error = EXCLUDED.error, attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, "
+	"  wake_at = EXCLUDED.wake_at",
+	10, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID,
+		INT4OID, TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_crash_attempt = {
+	"INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, ended_at, "
+	"  success, error) VALUES ($1, $2, $3, $4, now(), false, $5) "
+	"ON CONFLICT DO NOTHING",
+	5, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, JSONBOID}, NULL
+};
+
+static WfQuery q_crash_wake = {
+	"UPDATE workflows.instances SET wake_at = now(), revision = revision + 1 "
+	"WHERE id = $1 AND status IN ('queued', 'running', 'waiting')",
+	1, {TEXTOID}, NULL
+};
+
+/* name this executor's file; creates pg_workflows/ if needed */
+void
+wf_crash_init(Oid dboid, int index)
+{
+	if (MakePGDirectory(WF_CRASH_DIR) < 0 && errno != EEXIST)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create directory \"%s\": %m", WF_CRASH_DIR)));
+	snprintf(crash_path, sizeof(crash_path), "%s/executor_%u_%d",
+			 WF_CRASH_DIR, dboid, index);
+}
+
+/*
+ * Before an attempt: write what is about to run, as one JSON object (the
+ * step's name and key may contain any character).
+ */
+void
+wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config)
+{
+	StringInfoData buf;
+	int			fd;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"id\": ");
+	escape_json(&buf, id);
+	appendStringInfoString(&buf, ", \"key\": ");
+	escape_json(&buf, a->key);
+	appendStringInfoString(&buf, ", \"name\": ");
+	escape_json(&buf, a->name);
+	appendStringInfo(&buf, ", \"seq\": %d, \"attempt\": %d, \"hash\": " INT64_FORMAT
+					 ", \"started\": ", a->seq, a->attempt, a->hash);
+	escape_json(&buf, timestamptz_to_str(a->started));
+	appendStringInfoString(&buf, ", \"config\": ");
+	(void) JsonbToCString(&buf, &config->root, VARSIZE(config));
+	appendStringInfoChar(&buf, '}');
+
+	fd = OpenTransientFile(crash_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	if (fd < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not open file \"%s\": %m", crash_path)));
+	if (write(fd, buf.data, buf.len) != buf.len)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", crash_path)));
+	CloseTransientFile(fd);
+	crash_file_written = true;
+	pfree(buf.data);
+}
+
+/* after the attempt's transaction committed (or rolled back cleanly) */
+void
+wf_crash_clear(void)
+{
+	if (crash_file_written)
+	{
+		if (unlink(crash_path) < 0 && errno != ENOENT)
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not remove file \"%s\": %m", crash_path)));
+		crash_file_written = false;
+	}
+}
+
+static char *
+field(Jsonb *j, const char *key)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
+
+	if (v == NULL)
+		elog(ERROR, "crash file lacks \"%s\"", key);
+	if (v->type == jbvString)
+		return pnstrdup(v->val.string.val, v->val.string.len);
+	if (v->type == jbvNumeric)
+		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+	if (v->type == jbvBinary)
+		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	elog(ERROR, "crash file has a bad \"%s\"", key);
+	return NULL;
+}
+
+/*
+ * Record the attempt a crash file describes as interrupted, and retry the
+ * step at once, or fail it for good after workflows.max_step_crashes such
+ * attempts.  Nothing is done if the attempt did commit after all.
+ */
+static void
+recover_file(const char *path)
+{
+	struct stat st;
+	char	   *text;
+	int			fd;
+	Jsonb	   *j;
+	char	   *id,
+			   *key;
+	int			attempt,
+				crashes;
+	Datum		v[10];
+	char		n[10];
+	bool		isnull;
+	char	   *message;
+	StringInfoData err;
+
+	if (stat(path, &st) < 0)
+		return;
+
+	text = palloc(st.st_size + 1);
+	fd = OpenTransientFile(path, O_RDONLY | PG_BINARY);
+	if (fd < 0 || read(fd, text, st.st_size) != st.st_size)
+	{
+		ereport(WARNING,
+				(errcode_for_file_access(),
+				 errmsg("could not read file \"%s\": %m", path)));
+		if (fd >= 0)
+			CloseTransientFile(fd);
+		return;
+	}
+	CloseTransientFile(fd);
+	text[st.st_size] = '\0';
+	j = wf_cstring_jsonb(text);
+	id = field(j, "id");
+	key = field(j, "key");
+	attempt = atoi(field(j, "attempt"));
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(key);
+	if (wf_query(&q_step_state, v, NULL, 1) == 0)
+		return;					/* the instance is gone */
+	{
+		char	   *step_status = wf_get_text(0, 1);
+		Datum		d = wf_get_datum(0, 2, &isnull);
+		char	   *instance_status = wf_get_text(0, 3);
+
+		/* the attempt did commit (the process died after its commit) */
+		if (step_status != NULL &&
+			(strcmp(step_status, "complete") == 0 || strcmp(step_status, "failed") == 0 ||
+			 (!isnull && DatumGetInt32(d) >= attempt)))
+			return;
+		if (strcmp(instance_status, "complete") == 0 ||
+			strcmp(instance_status, "errored") == 0 ||
+			strcmp(instance_status, "terminated") == 0)
+			return;
+	}
+
+	wf_query(&q_crashes, v, NULL, 1);
+	crashes = (int) DatumGetInt64(wf_get_datum(0, 1, &isnull)) + 1;
+
+	if (crashes >= wf_max_step_crashes)
+		message = psprintf("step \"%s\" was interrupted %d times by the exit of its executor and is quarantined",
+						   key, crashes);
+	else
+		message = psprintf("the executor running step \"%s\" exited during the attempt", key);
+	initStringInfo(&err);
+	appendStringInfoString(&err, "{\"message\": ");
+	escape_json(&err, message);
+	appendStringInfoString(&err, ", \"sqlstate\": \"WF008\"}");
+
+	memset(n, ' ', sizeof(n));
+	v[2] = Int32GetDatum(atoi(field(j, "seq")));
+	v[3] = CStringGetTextDatum(field(j, "name"));
+	v[4] = CStringGetTextDatum(crashes >= wf_max_step_crashes ? "failed" : "retrying");
+	v[5] = JsonbPGetDatum(wf_cstring_jsonb(err.data));
+	v[6] = JsonbPGetDatum(wf_cstring_jsonb(field(j, "config")));
+	v[7] = Int64GetDatum(strtoi64(field(j, "hash"), NULL, 10));
+	v[8] = Int32GetDatum(attempt);
+	v[9] = DirectFunctionCall3(timestamptz_in, CStringGetDatum(field(j, "started")),
+							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	wf_query(&q_crash_step, v, n, 0);
+
+	v[2] = Int32GetDatum(attempt);
+	v[3] = v[9];
+	v[4] = v[5];
+	wf_query(&q_crash_attempt, v, NULL, 0);
+	wf_query(&q_crash_wake, v, NULL, 0);
+
+	ereport(LOG,
+			(errmsg("workflows: %s (instance \"%s\")", message, id)));
+}
+
+/*
+ * At executor start: handle the crash file of our previous incarnation, and
+ * those of the other executors of this database that are not running (after
+ * a crash every executor restarts at once, and the first to get here must
+ * record every interrupted attempt before any executor can run those steps
+ * again).  Must be called in a transaction, connected to SPI, before the
+ * executor claims any instance.  The files are removed by
+ * wf_crash_clear_others() after the transaction commits.
+ */
+void
+wf_crash_recover(Oid dboid, int myindex)
+{
+	int			index;
+
+	for (index = 0; index < wf_max_workers; index++)
+	{
+		char		path[MAXPGPATH];
+		bool		running = false;
+
+		if (index != myindex)
+		{
+			LWLockAcquire(wf_shared->lock, LW_SHARED);
+			for (int i = 0; i < wf_shared->nslots; i++)
+				if (wf_shared->slots[i].dboid == dboid &&
+					wf_shared->slots[i].index == index &&
+					wf_shared->slots[i].pid != 0)
+					running = true;
+			LWLockRelease(wf_shared->lock);
+		}
+		if (running)
+			continue;
+		snprintf(path, sizeof(path), "%s/executor_%u_%d", WF_CRASH_DIR, dboid, index);
+		recover_file(path);
+		recovered[nrecovered++] = index;
+	}
+}
+
+/* remove the files wf_crash_recover() handled, once its work committed */
+void
+wf_crash_clear_recovered(Oid dboid)
+{
+	for (int k = 0; k < nrecovered; k++)
+	{
+		char		path[MAXPGPATH];
+
+		snprintf(path, sizeof(path), "%s/executor_%u_%d", WF_CRASH_DIR, dboid, recovered[k]);
+		if (unlink(path) < 0 && errno != ENOENT)
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not remove file \"%s\": %m", path)));
+	}
+	nrecovered = 0;
+}
