@@ -243,7 +243,7 @@ wf_register(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("workflow name must be 1 to %d bytes long", WF_MAX_NAME_LEN)));
 	check_workflow_fn(fn);
-	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 	hash = function_hash(fn);
@@ -350,7 +350,7 @@ wf_create(PG_FUNCTION_ARGS)
 	v[2] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
 
-	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 
@@ -829,7 +829,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 				 errhint("Register it with workflows.register().")));
 	qv[1] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
-	aclresult = pg_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 

@@ -629,7 +629,7 @@ wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 
-		aclresult = pg_proc_aclcheck(fn, owner, ACL_EXECUTE);
+		aclresult = wf_proc_aclcheck(fn, owner, ACL_EXECUTE);
 		if (aclresult != ACLCHECK_OK)
 			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 

@@ -246,7 +246,7 @@ wf_run_fn_callback(Oid fn, Jsonb *input)
 	Datum		result;
 	AclResult	aclresult;
 
-	aclresult = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
+	aclresult = wf_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 

@@ -28,6 +28,7 @@
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "errors.h"
 
 /* longest instance id and step name, in bytes */

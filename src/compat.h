@@ -1,0 +1,27 @@
+/*-------------------------------------------------------------------------
+ *
+ * compat.h
+ *	  The differences between the PostgreSQL versions the extension builds
+ *	  against (15, 16, 17), in one place.
+ *
+ * IDENTIFICATION
+ *	  src/compat.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef WF_COMPAT_H
+#define WF_COMPAT_H
+
+#include "catalog/pg_proc.h"
+#include "utils/acl.h"
+
+/* PostgreSQL 16 replaced pg_proc_aclcheck() by object_aclcheck() */
+#if PG_VERSION_NUM >= 160000
+#define wf_proc_aclcheck(fn, role, mode) \
+	object_aclcheck(ProcedureRelationId, (fn), (role), (mode))
+#else
+#define wf_proc_aclcheck(fn, role, mode) \
+	pg_proc_aclcheck((fn), (role), (mode))
+#endif
+
+#endif							/* WF_COMPAT_H */
