@@ -890,3 +890,49 @@ wf_create_batch(PG_FUNCTION_ARGS)
 		wf_wake_at_commit();
 	return (Datum) 0;
 }
+
+PG_FUNCTION_INFO_V1(wf_executors);
+
+/*
+ * workflows._executors(): the executors of this server, like
+ * pg_stat_activity: process id, database, executor number, and the instance
+ * and step it runs since when (instance and step only for callers who may
+ * see that instance).
+ */
+Datum
+wf_executors(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Oid			caller = GetUserId();
+	int			i;
+
+	InitMaterializedSRF(fcinfo, 0);
+	for (i = 0; i < wf_shared->nslots; i++)
+	{
+		WfWorkerSlot slot;
+		Datum		values[6];
+		bool		nulls[6] = {false, false, false, false, false, false};
+
+		LWLockAcquire(wf_shared->lock, LW_SHARED);
+		slot = wf_shared->slots[i];
+		LWLockRelease(wf_shared->lock);
+		if (slot.dboid == InvalidOid || slot.pid == 0)
+			continue;
+
+		values[0] = Int32GetDatum(slot.pid);
+		values[1] = ObjectIdGetDatum(slot.dboid);
+		values[2] = Int32GetDatum(slot.index);
+		if (slot.instance[0] != '\0' && OidIsValid(slot.owner) && wf_can_see(slot.owner, caller))
+		{
+			values[3] = CStringGetTextDatum(slot.instance);
+			values[4] = CStringGetTextDatum(slot.step);
+			nulls[4] = (slot.step[0] == '\0');
+		}
+		else
+			nulls[3] = nulls[4] = true;
+		values[5] = TimestampTzGetDatum(slot.since);
+		nulls[5] = (slot.since == 0);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

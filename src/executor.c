@@ -47,6 +47,7 @@
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
 #include "commands/async.h"
+#include "commands/prepare.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -166,6 +167,14 @@ static WfQuery q_sweep_requests = {
 	1, {TIMESTAMPTZOID}, NULL
 };
 
+static WfQuery q_purge = {
+	"DELETE FROM workflows.instances WHERE id IN ("
+	"  SELECT id FROM workflows.instances "
+	"  WHERE ended_at < $1 AND status IN ('complete', 'errored', 'terminated') "
+	"  ORDER BY ended_at LIMIT 500 FOR UPDATE SKIP LOCKED)",
+	1, {TIMESTAMPTZOID}, NULL
+};
+
 static WfQuery q_next_wake = {
 	"SELECT min(wake_at) FROM workflows.instances WHERE wake_at > $1",
 	1, {TIMESTAMPTZOID}, NULL
@@ -217,11 +226,12 @@ executor_detach(int code, Datum arg)
 	LWLockRelease(wf_shared->lock);
 }
 
-/* what this executor is doing, for the executors view and ps */
+/* what this executor is doing, for the executors view */
 static void
-report(const char *instance, const char *step)
+report(const char *instance, Oid owner, const char *step)
 {
 	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	my_slot->owner = owner;
 	strlcpy(my_slot->instance, instance ? instance : "", sizeof(my_slot->instance));
 	strlcpy(my_slot->step, step ? step : "", sizeof(my_slot->step));
 	my_slot->since = GetCurrentTimestamp();
@@ -376,6 +386,21 @@ is_final_error(ErrorData *edata, WfAction *a)
 }
 
 /*
+ * Nothing user code leaves in the session may reach the next run or step,
+ * which may belong to another role: session advisory locks, temporary
+ * tables and prepared statements go.  (GUC changes are undone with the GUC
+ * nest level of each run and step; writes of workflow code with the
+ * rollback of its subtransaction.)
+ */
+static void
+clean_session(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	ResetTempTableNamespace();
+	DropAllPreparedStatements();
+}
+
+/*
  * Run one attempt of a step and record it.  Returns true if the step is now
  * final (complete, or failed for good), false if a retry was scheduled at
  * *retry_at.  Runs in the tick's transaction; the callback gets a
@@ -394,8 +419,11 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 	Datum		v[7];
 	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-	report(id, a->key);
-	pgstat_report_activity(STATE_RUNNING, a->sql ? a->sql : "workflows: step function");
+	report(id, owner, a->key);
+	if (wf_log_step_details && a->sql != NULL)
+		pgstat_report_activity(STATE_RUNNING, a->sql);
+	else
+		pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
 	wf_crash_note_attempt(id, a, config);
 
 	BeginInternalSubTransaction(NULL);
@@ -462,13 +490,7 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 	}
 	PG_END_TRY();
 
-	/*
-	 * Nothing a step leaves in the session may reach the next step, which
-	 * may belong to another role: session advisory locks and temporary
-	 * tables go (GUCs were reset with the step's GUC nest level).
-	 */
-	LockReleaseSession(USER_LOCKMETHOD);
-	ResetTempTableNamespace();
+	clean_session();
 
 	end = GetCurrentTimestamp();
 	v[0] = CStringGetTextDatum(id);
@@ -497,9 +519,10 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 			save_step(id, a, "step", "failed", NULL, error, config, a->attempt, end, 0);
 			wf_query(&q_attempt, v, n, 0);
 			memo_step(a, 's', 'f', NULL, error, a->attempt, 0);
-			ereport(LOG,
+			ereport(wf_log_level >= WF_LOG_FAILURES ? LOG : DEBUG1,
 					(errmsg("workflows: step \"%s\" of instance \"%s\" failed for good after %d attempt%s: %s",
-							a->key, id, a->attempt, a->attempt == 1 ? "" : "s", edata->message)));
+							a->key, id, a->attempt, a->attempt == 1 ? "" : "s",
+							wf_log_step_details ? edata->message : unpack_sql_state(edata->sqlerrcode))));
 			return true;
 		}
 		*retry_at = TimestampTzPlusMilliseconds(end, wf_retry_delay_ms(&a->config, a->attempt));
@@ -712,13 +735,16 @@ tick(bool *claimed)
 		return false;
 	}
 
+	if (strcmp(status, "queued") == 0)
+		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,
+				(errmsg("workflows: instance \"%s\" starts", id)));
 	if (!cur.valid || strcmp(cur.id, id) != 0 || cur.revision != revision)
 	{
 		load_memos(id);
 		strlcpy(cur.id, id, sizeof(cur.id));
 		cur.valid = true;
 	}
-	report(id, NULL);
+	report(id, owner, NULL);
 
 	memset(&out, 0, sizeof(out));
 	for (;;)
@@ -731,6 +757,7 @@ tick(bool *claimed)
 
 		CHECK_FOR_INTERRUPTS();
 		r = wf_replay_run(fn, owner, event, &output, &error);
+		clean_session();
 		finish_sleeps(id);
 
 		if (r == WF_RUN_COMPLETE)
@@ -743,8 +770,9 @@ tick(bool *claimed)
 		{
 			out.status = "errored";
 			out.error = wf_error_jsonb(error);
-			ereport(LOG,
-					(errmsg("workflows: instance \"%s\" errored: %s", id, error->message)));
+			ereport(wf_log_level >= WF_LOG_FAILURES ? LOG : DEBUG1,
+					(errmsg("workflows: instance \"%s\" errored: %s", id,
+							wf_log_step_details ? error->message : unpack_sql_state(error->sqlerrcode))));
 			break;
 		}
 
@@ -828,7 +856,11 @@ tick(bool *claimed)
 
 	/* (terminations notify in workflows._apply()) */
 	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
+	{
 		notify_final(id, out.status);
+		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,
+				(errmsg("workflows: instance \"%s\" is %s", id, out.status)));
+	}
 	end_tx();
 	wf_crash_clear();
 	MemoryContextSwitchTo(tickcxt);
@@ -885,6 +917,38 @@ next_wake(void)
 	return t;
 }
 
+/*
+ * Delete finished instances older than workflows.retention, with their
+ * steps, attempts and events, 500 at a time in transactions of their own,
+ * so that running instances are never blocked for long.  Executor 0 of each
+ * database does it, at most once a minute.
+ */
+static void
+purge_finished(void)
+{
+	static TimestampTz last = 0;
+	TimestampTz now = GetCurrentTimestamp();
+	int			deleted;
+
+	if (wf_retention_s <= 0 || my_slot->index != 0 ||
+		!TimestampDifferenceExceeds(last, now, 60 * 1000))
+		return;
+	last = now;
+	do
+	{
+		Datum		v[1];
+
+		CHECK_FOR_INTERRUPTS();
+		begin_tx();
+		check_extension();
+		v[0] = TimestampTzGetDatum(now - (TimestampTz) wf_retention_s * USECS_PER_SEC);
+		deleted = wf_query(&q_purge, v, NULL, 0);
+		end_tx();
+		if (deleted > 0)
+			ereport(DEBUG1, (errmsg("workflows: deleted %d finished instances", deleted)));
+	} while (deleted == 500);
+}
+
 static void
 maybe_sweep(void)
 {
@@ -901,6 +965,8 @@ void
 wf_executor_main(Datum arg)
 {
 	int			slotno = DatumGetInt32(arg);
+	Oid			dboid;
+	int			index;
 	MemoryContext loopcxt;
 	PGPROC	   *launcher;
 
@@ -910,10 +976,18 @@ wf_executor_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnectionByOid(my_slot->dboid, InvalidOid, 0);
+	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
+	memcpy(&index, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(int));
+
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("workflows executor");
 
 	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
+	if (my_slot->dboid != dboid || my_slot->index != index)
+		elog(LOG, "workflows: executor slot %d held %u/%d, expected %u/%d",
+			 slotno, my_slot->dboid, my_slot->index, dboid, index);
+	my_slot->dboid = dboid;
+	my_slot->index = index;
 	my_slot->pid = MyProcPid;
 	my_slot->proc = MyProc;
 	LWLockRelease(wf_shared->lock);
@@ -968,8 +1042,9 @@ wf_executor_main(Datum arg)
 				break;
 			CHECK_FOR_INTERRUPTS();
 		}
-		report(NULL, NULL);
+		report(NULL, InvalidOid, NULL);
 		pgstat_report_activity(STATE_IDLE, NULL);
+		purge_finished();
 
 		next = next_wake();
 		MemoryContextReset(loopcxt);
@@ -978,6 +1053,9 @@ wf_executor_main(Datum arg)
 		else
 			timeout = Min(wf_poll_interval_ms,
 						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next)));
+		/* executor 0 looks for expired instances once a minute */
+		if (wf_retention_s > 0 && my_slot->index == 0)
+			timeout = Min(timeout, 60 * 1000);
 		if (timeout > 0)
 			(void) WaitLatch(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

@@ -26,6 +26,16 @@ int			wf_max_output_size = 1024 * 1024;
 int			wf_max_steps = 10000;
 int			wf_max_step_crashes = 3;
 char	   *wf_step_search_path = NULL;
+int			wf_retention_s = 7 * 24 * 3600;
+int			wf_log_level = WF_LOG_FAILURES;
+bool		wf_log_step_details = true;
+
+static const struct config_enum_entry log_level_options[] = {
+	{"off", WF_LOG_OFF, false},
+	{"failures", WF_LOG_FAILURES, false},
+	{"all", WF_LOG_ALL, false},
+	{NULL, 0, false}
+};
 
 void
 wf_define_gucs(void)
@@ -101,6 +111,30 @@ wf_define_gucs(void)
 							   "pg_catalog, \"$user\", public",
 							   PGC_SUSET, 0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.retention",
+							"How long finished instances are kept before they are deleted.",
+							"Complete, errored and terminated instances older than this are deleted with their steps, attempts and events. 0 keeps them forever.",
+							&wf_retention_s,
+							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomEnumVariable("workflows.log_level",
+							 "What executors write to the server log.",
+							 "off: nothing above DEBUG1; failures: failed steps and errored instances at LOG; all: also every instance's start and end.",
+							 &wf_log_level,
+							 WF_LOG_FAILURES, log_level_options,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("workflows.log_step_details",
+							 "Whether error messages and step SQL may appear in the log and in pg_stat_activity.",
+							 "Turn off to keep step SQL and payload values (which error messages may quote) out of them.",
+							 &wf_log_step_details,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("workflows");
 }

@@ -159,6 +159,9 @@ start_executor(WfDb *db, int index)
 			 index, db->dboid);
 	snprintf(worker.bgw_type, BGW_MAXLEN, "workflows executor");
 	worker.bgw_main_arg = Int32GetDatum(slotno);
+	/* the executor's identity travels with it, not only in the slot */
+	memcpy(worker.bgw_extra, &db->dboid, sizeof(Oid));
+	memcpy(worker.bgw_extra + sizeof(Oid), &index, sizeof(int));
 	worker.bgw_notify_pid = MyProcPid;
 
 	if (!RegisterDynamicBackgroundWorker(&worker, &ex->handle))

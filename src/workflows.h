@@ -50,6 +50,14 @@ extern int	wf_max_output_size;
 extern int	wf_max_steps;
 extern int	wf_max_step_crashes;
 extern char *wf_step_search_path;
+extern int	wf_retention_s;
+extern int	wf_log_level;
+extern bool wf_log_step_details;
+
+/* workflows.log_level */
+#define WF_LOG_OFF			0
+#define WF_LOG_FAILURES		1
+#define WF_LOG_ALL			2
 
 extern void wf_define_gucs(void);
 
@@ -70,6 +78,7 @@ typedef struct WfWorkerSlot
 	bool		extension_absent;	/* exited because the database has no
 									 * extension */
 	/* what it is doing, for the executors view */
+	Oid			owner;			/* of the instance */
 	char		instance[WF_MAX_ID_LEN + 1];
 	char		step[WF_MAX_KEY_LEN + 1];
 	TimestampTz since;

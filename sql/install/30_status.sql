@@ -70,3 +70,60 @@ $$;
 COMMENT ON FUNCTION workflows.status(text) IS
     'the instance as one JSON document: status, params, trigger, versionId, times, steps with attempts, error, output';
 
+
+/*
+ * Executors and listing
+ */
+CREATE FUNCTION workflows._executors(OUT pid integer, OUT datid oid, OUT executor integer,
+                                     OUT instance text, OUT step text, OUT since timestamptz)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_executors';
+
+CREATE VIEW workflows.executors AS
+    SELECT e.pid, d.datname, e.executor, e.instance, e.step, e.since
+      FROM workflows._executors() e
+      LEFT JOIN pg_catalog.pg_database d ON d.oid = e.datid;
+COMMENT ON VIEW workflows.executors IS
+    'the executors of this server: process, database, and the instance and step each runs (for instances you may see)';
+GRANT SELECT ON workflows.executors TO PUBLIC;
+
+CREATE INDEX instances_by_created ON workflows.instances (created_at, id);
+CREATE INDEX instances_finished ON workflows.instances (ended_at) WHERE ended_at IS NOT NULL;
+
+CREATE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
+                               created_after timestamptz DEFAULT NULL,
+                               created_before timestamptz DEFAULT NULL,
+                               page_size integer DEFAULT 50, after_id text DEFAULT NULL)
+    RETURNS SETOF workflows.instances
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    after_created timestamptz;
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 10000 THEN
+        RAISE EXCEPTION 'page_size must be from 1 to 10000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF after_id IS NOT NULL THEN
+        SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'workflow instance "%" does not exist', after_id
+                USING ERRCODE = 'undefined_object';
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT i.*
+          FROM workflows.instances i
+         WHERE (list.workflow IS NULL OR i.workflow = list.workflow)
+           AND (list.status IS NULL OR i.status = list.status)
+           AND (created_after IS NULL OR i.created_at >= created_after)
+           AND (created_before IS NULL OR i.created_at < created_before)
+           AND (after_id IS NULL OR (i.created_at, i.id) > (after_created, after_id))
+         ORDER BY i.created_at, i.id
+         LIMIT page_size;
+END
+$$;
+COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text) IS
+    'list instances by workflow, status and creation time, oldest first; page with after_id => the last id of the previous page';
