@@ -118,7 +118,11 @@ SELECT workflows.create('alice-upper', '{}', 'alice-3');
 SELECT workflows.wait('alice-3', '30 seconds')->'output' AS output;
 RESET ROLE;
 
--- every function of the extension pins its search_path
-SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+-- every function of the extension pins its search_path, but the step calls
+-- (C functions that look nothing up by name; see sql/install/20_api.sql)
+SELECT p.proname, l.lanname = 'c' AS is_c
+  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_language l ON l.oid = p.prolang
  WHERE n.nspname = 'workflows'
-   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%');
+   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%')
+ ORDER BY 1;

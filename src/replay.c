@@ -345,12 +345,16 @@ reraise(WfMemo *memo)
 			 errcontext("step \"%s\" failed for good", memo->key)));
 }
 
+/*
+ * A memoized output, returned without copying: returned datums are
+ * read-only, and the cache outlives the run.
+ */
 static Datum
 memo_output(FunctionCallInfo fcinfo, WfMemo *memo)
 {
 	if (memo->output == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(DatumGetJsonbPCopy(JsonbPGetDatum(memo->output)));
+	PG_RETURN_JSONB_P(memo->output);
 }
 
 static int64
