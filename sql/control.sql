@@ -136,3 +136,16 @@ SELECT workflows.pause('nope');
 SELECT workflows.resume('nope');
 SELECT workflows.terminate('nope');
 SELECT workflows.restart('nope');
+
+-- retention: only finished instances older than the limit go, with their rows
+SELECT workflows.create('ctl', '{"nap": "1 hour"}', 'old-waiting');
+SELECT wait_until($$SELECT status = 'waiting' FROM workflows.instances WHERE id = 'old-waiting'$$);
+UPDATE workflows.instances SET ended_at = now() - interval '2 days'
+ WHERE id IN ('q-1', 'b-1');
+UPDATE workflows.instances SET created_at = now() - interval '2 days'
+ WHERE id = 'old-waiting';
+SELECT workflows.purge('1 day');
+SELECT id FROM workflows.instances WHERE id IN ('q-1', 'b-1', 'b-2', 'old-waiting', 'r-1') ORDER BY id;
+SELECT count(*) AS orphans FROM workflows.steps s
+ WHERE NOT EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = s.instance_id);
+SELECT workflows.purge('-1 day');

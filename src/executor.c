@@ -921,7 +921,8 @@ next_wake(void)
  * Delete finished instances older than workflows.retention, with their
  * steps, attempts and events, 500 at a time in transactions of their own,
  * so that running instances are never blocked for long.  Executor 0 of each
- * database does it, at most once a minute.
+ * database does it, at most once a minute (workflows.purge() does the same
+ * on demand).
  */
 static void
 purge_finished(void)
@@ -931,7 +932,7 @@ purge_finished(void)
 	int			deleted;
 
 	if (wf_retention_s <= 0 || my_slot->index != 0 ||
-		!TimestampDifferenceExceeds(last, now, 60 * 1000))
+		!TimestampDifferenceExceeds(last, now, Min(60, wf_retention_s) * 1000))
 		return;
 	last = now;
 	do
@@ -1055,7 +1056,7 @@ wf_executor_main(Datum arg)
 						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next)));
 		/* executor 0 looks for expired instances once a minute */
 		if (wf_retention_s > 0 && my_slot->index == 0)
-			timeout = Min(timeout, 60 * 1000);
+			timeout = Min(timeout, Min(60, wf_retention_s) * 1000);
 		if (timeout > 0)
 			(void) WaitLatch(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

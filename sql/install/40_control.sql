@@ -116,3 +116,30 @@ CREATE FUNCTION workflows.create_batch(workflow text, instances jsonb, if_not_ex
     AS 'MODULE_PATHNAME', 'wf_create_batch';
 COMMENT ON FUNCTION workflows.create_batch(text, jsonb, boolean) IS
     'create many instances atomically from [{"id": ..., "params": ...}, ...]; returns their ids';
+
+/*
+ * Retention: executor 0 of each database deletes finished instances older
+ * than workflows.retention in the background; purge() does it now.
+ */
+CREATE FUNCTION workflows.purge(older_than interval)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM workflows.instances i
+     WHERE i.status IN ('complete', 'errored', 'terminated')
+       AND i.ended_at < now() - older_than;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows.purge(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION workflows.purge(interval) TO workflows_admin;
+COMMENT ON FUNCTION workflows.purge(interval) IS
+    'delete complete, errored and terminated instances that ended more than older_than ago, with their steps, attempts and events';
