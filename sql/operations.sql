@@ -238,6 +238,15 @@ SELECT owner, params FROM workflows.instances WHERE trigger->>'table' = 'public.
 DROP TABLE ops_user_rows;
 RESET ROLE;
 
+-- a partitioned table: the trigger names the table and the partition
+CREATE TABLE ops_events (id int, kind text) PARTITION BY LIST (kind);
+CREATE TABLE ops_events_click PARTITION OF ops_events FOR VALUES IN ('click');
+SELECT workflows.start_on_insert('ops_events', 'ops_quick');
+INSERT INTO ops_events VALUES (1, 'click');
+SELECT trigger, params FROM workflows.instances WHERE trigger->>'table' = 'public.ops_events';
+SELECT workflows.stop_on_insert('ops_events', 'ops_quick');
+DROP TABLE ops_events;
+
 -- bad inputs
 SELECT workflows.start_on_insert('ops_orders', 'no_such_workflow');
 SELECT workflows.start_on_insert('no_such_table', 'ops_quick');

@@ -24,4 +24,15 @@
 	pg_proc_aclcheck((fn), (role), (mode))
 #endif
 
+/* PostgreSQL 17 made the JSON lexer context caller-allocatable */
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
+#if PG_VERSION_NUM >= 170000
+#define wf_json_lexer(text, len) \
+	makeJsonLexContextCstringLen(NULL, (text), (len), GetDatabaseEncoding(), true)
+#else
+#define wf_json_lexer(text, len) \
+	makeJsonLexContextCstringLen((text), (len), GetDatabaseEncoding(), true)
+#endif
+
 #endif							/* WF_COMPAT_H */

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "storage/lwlock.h"
@@ -102,6 +103,7 @@ void
 wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config)
 {
 	StringInfoData buf;
+	char		tmp_path[MAXPGPATH];
 	int			fd;
 
 	initStringInfo(&buf);
@@ -118,16 +120,22 @@ wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config)
 	(void) JsonbToCString(&buf, &config->root, VARSIZE(config));
 	appendStringInfoChar(&buf, '}');
 
-	fd = OpenTransientFile(crash_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
+	/* write a temporary file and rename it: a reader sees all or nothing */
+	snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", crash_path);
+	fd = OpenTransientFile(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
 	if (fd < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not open file \"%s\": %m", crash_path)));
+				 errmsg("could not open file \"%s\": %m", tmp_path)));
 	if (write(fd, buf.data, buf.len) != buf.len)
 		ereport(ERROR,
 				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", crash_path)));
+				 errmsg("could not write file \"%s\": %m", tmp_path)));
 	CloseTransientFile(fd);
+	if (rename(tmp_path, crash_path) < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not rename file \"%s\" to \"%s\": %m", tmp_path, crash_path)));
 	crash_file_written = true;
 	pfree(buf.data);
 }
@@ -152,14 +160,13 @@ field(Jsonb *j, const char *key)
 	JsonbValue *v = getKeyJsonValueFromContainer(&j->root, key, strlen(key), NULL);
 
 	if (v == NULL)
-		elog(ERROR, "crash file lacks \"%s\"", key);
+		return NULL;
 	if (v->type == jbvString)
 		return pnstrdup(v->val.string.val, v->val.string.len);
 	if (v->type == jbvNumeric)
 		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
 	if (v->type == jbvBinary)
 		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
-	elog(ERROR, "crash file has a bad \"%s\"", key);
 	return NULL;
 }
 
@@ -201,7 +208,28 @@ recover_file(const char *path)
 	}
 	CloseTransientFile(fd);
 	text[st.st_size] = '\0';
+
+	/*
+	 * The file is renamed into place complete, but after an operating
+	 * system crash (no fsync) it may be empty or torn: then nothing is known
+	 * about the attempt, which simply runs again.
+	 */
+	if (st.st_size == 0 ||
+		pg_parse_json(wf_json_lexer(text, st.st_size), &nullSemAction) != JSON_SUCCESS)
+	{
+		ereport(WARNING,
+				(errmsg("workflows: ignoring unreadable crash file \"%s\"", path)));
+		return;
+	}
 	j = wf_cstring_jsonb(text);
+	if (!JB_ROOT_IS_OBJECT(j) || field(j, "id") == NULL || field(j, "key") == NULL ||
+		field(j, "name") == NULL || field(j, "seq") == NULL || field(j, "attempt") == NULL ||
+		field(j, "hash") == NULL || field(j, "started") == NULL || field(j, "config") == NULL)
+	{
+		ereport(WARNING,
+				(errmsg("workflows: ignoring unreadable crash file \"%s\"", path)));
+		return;
+	}
 	id = field(j, "id");
 	key = field(j, "key");
 	attempt = atoi(field(j, "attempt"));

@@ -337,18 +337,26 @@ CREATE FUNCTION workflows._start_from_row()
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, workflows, pg_temp
     AS $$
+DECLARE
+    trg jsonb := jsonb_build_object('source', 'trigger',
+                                    'table', format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
+                                    'operation', TG_OP);
+    root text;
 BEGIN
     IF TG_LEVEL <> 'ROW' OR TG_NARGS < 1 THEN
         RAISE EXCEPTION 'workflows._start_from_row() must be a row trigger with the workflow''s name as argument'
             USING ERRCODE = 'trigger_protocol_violated';
     END IF;
-    PERFORM workflows.create(
-        workflow => TG_ARGV[0],
-        params => to_jsonb(NEW),
-        id => NULL,
-        trigger => jsonb_build_object('source', 'trigger',
-                                      'table', format('%I.%I', TG_TABLE_SCHEMA, TG_TABLE_NAME),
-                                      'operation', TG_OP));
+    -- a row inserted into a partitioned table: name the table, and the
+    -- partition the row went to
+    IF (SELECT c.relispartition FROM pg_class c WHERE c.oid = TG_RELID) THEN
+        SELECT format('%I.%I', n.nspname, c.relname) INTO root
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE c.oid = pg_partition_root(TG_RELID);
+        trg := trg || jsonb_build_object('table', root, 'partition', trg->'table');
+    END IF;
+    PERFORM workflows.create(workflow => TG_ARGV[0], params => to_jsonb(NEW), id => NULL,
+                             trigger => trg);
     RETURN NULL;
 END
 $$;

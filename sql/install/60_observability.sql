@@ -239,7 +239,7 @@ COMMENT ON FUNCTION workflows.describe(text) IS
  * Metrics.  Every view runs with the querying role's rights
  * (security_invoker), so row-level security applies: a role counts its own
  * instances, members of workflows_admin count all.  Durations are in
- * seconds (double precision), ready for scraping.
+ * seconds (double precision, to the microsecond), ready for scraping.
  */
 
 -- per workflow and time bucket of created_at
@@ -259,9 +259,9 @@ CREATE FUNCTION workflows.metrics(bucket interval DEFAULT '1 hour',
            count(*) FILTER (WHERE i.status = 'errored'),
            count(*) FILTER (WHERE i.status = 'terminated'),
            count(*) FILTER (WHERE i.status NOT IN ('complete', 'errored', 'terminated')),
-           percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)::float8),
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)::float8),
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)::float8)
+           round((percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)))::numeric, 6)::float8,
+           round((percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)))::numeric, 6)::float8,
+           round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)))::numeric, 6)::float8
       FROM workflows.instances i
      WHERE i.created_at >= $2
      GROUP BY 1, 2
@@ -278,9 +278,9 @@ CREATE VIEW workflows.metrics_hourly WITH (security_invoker = true) AS
            count(*) FILTER (WHERE i.status = 'errored') AS errored,
            count(*) FILTER (WHERE i.status = 'terminated') AS terminated,
            count(*) FILTER (WHERE i.status NOT IN ('complete', 'errored', 'terminated')) AS unfinished,
-           percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)::float8) AS p50_seconds,
-           percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)::float8) AS p95_seconds,
-           percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)::float8) AS p99_seconds
+           round((percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)))::numeric, 6)::float8 AS p50_seconds,
+           round((percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)))::numeric, 6)::float8 AS p95_seconds,
+           round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM i.ended_at - i.started_at)))::numeric, 6)::float8 AS p99_seconds
       FROM workflows.instances i
      GROUP BY 1, 2;
 COMMENT ON VIEW workflows.metrics_hourly IS
@@ -300,8 +300,8 @@ CREATE VIEW workflows.step_metrics WITH (security_invoker = true) AS
         SELECT i.workflow, s.name,
                count(*) AS attempts,
                count(*) FILTER (WHERE NOT a.success) AS failures,
-               percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM a.ended_at - a.started_at)::float8) AS p50_seconds,
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM a.ended_at - a.started_at)::float8) AS p95_seconds
+               round((percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM a.ended_at - a.started_at)))::numeric, 6)::float8 AS p50_seconds,
+               round((percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM a.ended_at - a.started_at)))::numeric, 6)::float8 AS p95_seconds
           FROM workflows.attempts a
           JOIN workflows.steps s ON s.instance_id = a.instance_id AND s.key = a.step_key
           JOIN workflows.instances i ON i.id = a.instance_id
