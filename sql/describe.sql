@@ -17,21 +17,6 @@ CREATE ROLE wf_desc_other;
 CREATE ROLE wf_desc_admin IN ROLE workflows_admin;
 SET TimeZone = 'UTC';
 
-CREATE OR REPLACE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
 CREATE FUNCTION show(id text) RETURNS SETOF text LANGUAGE sql AS $$
     SELECT regexp_replace(regexp_replace(regexp_replace(regexp_replace(regexp_replace(line,
                '(\d{4}-\d\d-\d\d )?\d\d:\d\d:\d\d\.\d{3}( UTC)?', 'T', 'g'),

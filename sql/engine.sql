@@ -7,22 +7,6 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS workflows;
 RESET client_min_messages;
 
--- poll a condition (each look takes a new snapshot); false after the timeout
-CREATE OR REPLACE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
 -- registration refuses functions that cannot be workflows
 CREATE FUNCTION two_args(a jsonb, b jsonb) RETURNS jsonb LANGUAGE sql AS 'SELECT a';
 CREATE FUNCTION text_arg(a text) RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb';

@@ -17,21 +17,6 @@ CREATE ROLE wf_ops_user;
 CREATE ROLE wf_ops_other;
 GRANT CREATE ON SCHEMA public TO wf_ops_user;
 
-CREATE OR REPLACE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
 -- run a schedule's pg_cron job now, as pg_cron would: its command, as the
 -- current role (the job's owner)
 CREATE FUNCTION run_job(schedule_name text) RETURNS text LANGUAGE plpgsql AS $$

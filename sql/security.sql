@@ -17,21 +17,6 @@ CREATE ROLE wf_carol;
 CREATE ROLE wf_admin IN ROLE workflows_admin;
 GRANT CREATE ON SCHEMA public TO wf_alice, wf_bob;
 
-CREATE OR REPLACE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
 -- alice's workflow: who runs it, with which search_path, and can it escalate?
 SET ROLE wf_alice;
 CREATE TABLE alice_log (who text);

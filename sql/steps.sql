@@ -7,21 +7,6 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS workflows;
 RESET client_min_messages;
 
-CREATE OR REPLACE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
-
 -- one workflow that runs whatever its params ask for
 CREATE FUNCTION run(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
