@@ -34,6 +34,10 @@ PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
+# every object depends on every header: a struct changed in workflows.h must
+# not leave objects compiled against the old layout
+$(OBJS): $(wildcard src/*.h)
+
 sql/workflows--0.1.sql: $(sort $(wildcard sql/install/*.sql))
 	cat $^ > $@
 
