@@ -1038,7 +1038,10 @@ wf_executor_main(Datum arg)
 			{
 				CHECK_FOR_INTERRUPTS();
 				MemoryContextReset(loopcxt);
+				/* statistics, for autovacuum too (rate-limited inside) */
+				pgstat_report_stat(false);
 			}
+			pgstat_report_stat(false);
 			if (!claimed)
 				break;
 			CHECK_FOR_INTERRUPTS();
@@ -1046,6 +1049,7 @@ wf_executor_main(Datum arg)
 		report(NULL, InvalidOid, NULL);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		purge_finished();
+		pgstat_report_stat(true);
 
 		next = next_wake();
 		MemoryContextReset(loopcxt);
