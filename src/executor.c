@@ -48,6 +48,7 @@
 #include "catalog/namespace.h"
 #include "commands/async.h"
 #include "commands/prepare.h"
+#include "commands/sequence.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -388,7 +389,7 @@ is_final_error(ErrorData *edata, WfAction *a)
 /*
  * Nothing user code leaves in the session may reach the next run or step,
  * which may belong to another role: session advisory locks, temporary
- * tables and prepared statements go.  (GUC changes are undone with the GUC
+ * tables, prepared statements and sequence state (lastval) go.  (GUC changes are undone with the GUC
  * nest level of each run and step; writes of workflow code with the
  * rollback of its subtransaction.)
  */
@@ -398,6 +399,7 @@ clean_session(void)
 	LockReleaseSession(USER_LOCKMETHOD);
 	ResetTempTableNamespace();
 	DropAllPreparedStatements();
+	ResetSequenceCaches();		/* lastval() and currval() */
 }
 
 /*

@@ -9,7 +9,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(114);
+SELECT plan(117);
 
 -- Everything the extension stores, counted: "nothing changed" compares two
 -- of these.
@@ -58,6 +58,19 @@ BEGIN
             PERFORM workflows.step('s', 'SELECT $1::int', to_jsonb(i));
         END LOOP;
         RETURN '"all ten"';
+    WHEN 'step name' THEN
+        RETURN workflows.step(p->>'name', 'INSERT INTO bad_effects VALUES (4) RETURNING n');
+    WHEN 'step fn' THEN
+        RETURN workflows.step('fn', (p->>'fn')::regprocedure, '{}');
+    WHEN 'step fn oid' THEN
+        RETURN workflows.step('fn', (p->>'oid')::oid::regprocedure, '{}');
+    WHEN 'step null sql' THEN
+        RETURN workflows.step('null sql', NULL::text);
+    WHEN 'event type' THEN
+        RETURN workflows.wait_for_event('w', p->>'type', '1 minute');
+    WHEN 'null sleep' THEN
+        PERFORM workflows.sleep('nap', NULL);
+        RETURN '"slept"';
     WHEN 'probe' THEN
         RETURN workflows.step('probe', 'SELECT jsonb_build_array(current_setting(''workflows.max_output_size''),
                                                                  current_setting(''workflows.max_steps''))');
@@ -390,12 +403,23 @@ SELECT count(*) AS n FROM workflows.create_batch('bad-run', '[
     {"id": "cfg-array",   "params": {"do": "config", "config": [1, 2]}},
     {"id": "sleep-neg",   "params": {"do": "sleep", "for": "-1 second"}},
     {"id": "event-neg",   "params": {"do": "event", "timeout": "-1 minute"}},
-    {"id": "nested",      "params": {"do": "nested"}}]') \gset
+    {"id": "nested",      "params": {"do": "nested"}},
+    {"id": "name-empty",  "params": {"do": "step name", "name": ""}},
+    {"id": "name-long",   "params": {"do": "step name", "name": "nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn"}},
+    {"id": "fn-two-args", "params": {"do": "step fn", "fn": "two_args(jsonb,jsonb)"}},
+    {"id": "fn-setof",    "params": {"do": "step fn", "fn": "many(jsonb)"}},
+    {"id": "fn-proc",     "params": {"do": "step fn", "fn": "proc(jsonb)"}},
+    {"id": "fn-oid-0",    "params": {"do": "step fn oid", "oid": 0}},
+    {"id": "sql-null",    "params": {"do": "step null sql"}},
+    {"id": "type-empty",  "params": {"do": "event type", "type": ""}},
+    {"id": "sleep-null",  "params": {"do": "null sleep"}}]') \gset
 
 CREATE TABLE docs AS
     SELECT id, workflows.wait(id, '30 seconds') AS doc
       FROM unnest(ARRAY['cfg-key', 'cfg-nested', 'cfg-limit', 'cfg-backoff', 'cfg-timeout',
-                        'cfg-neg', 'cfg-array', 'sleep-neg', 'event-neg', 'nested']) AS id;
+                        'cfg-neg', 'cfg-array', 'sleep-neg', 'event-neg', 'nested',
+                        'name-empty', 'name-long', 'fn-two-args', 'fn-setof', 'fn-proc', 'fn-oid-0',
+                        'sql-null', 'type-empty', 'sleep-null']) AS id;
 
 SELECT results_eq(
     $$SELECT id, doc->>'status', doc->'error'->>'sqlstate', doc->'error'->>'message'
@@ -425,6 +449,26 @@ SELECT results_eq(
 SELECT is((SELECT count(*) FROM workflows.steps WHERE instance_id IN ('sleep-neg', 'event-neg')), 0::bigint,
     'a negative sleep or event wait is not recorded');
 
+SELECT results_eq(
+    -- (whether the function's name is schema-qualified depends on the search_path)
+    $$SELECT id, doc->>'status', doc->'error'->>'sqlstate', replace(doc->'error'->>'message', 'public.', '')
+        FROM docs WHERE id IN ('name-empty', 'name-long', 'fn-two-args', 'fn-setof', 'fn-proc', 'fn-oid-0',
+                               'sql-null', 'type-empty', 'sleep-null') ORDER BY id$$,
+    $$VALUES ('fn-oid-0',    'errored', '42883', 'function with OID 0 does not exist'),
+             ('fn-proc',     'errored', '42P13', 'step function proc(jsonb) must take one jsonb argument and return one value'),
+             ('fn-setof',    'errored', '42P13', 'step function many(jsonb) must take one jsonb argument and return one value'),
+             ('fn-two-args', 'errored', '42P13', 'step function two_args(jsonb,jsonb) must take one jsonb argument and return one value'),
+             ('name-empty',  'errored', '22023', 'step name must be 1 to 200 bytes long'),
+             ('name-long',   'errored', '22023', 'step name must be 1 to 200 bytes long'),
+             ('sleep-null',  'errored', '22004', 'sleep duration must not be null'),
+             ('sql-null',    'errored', '22004', 'step SQL must not be null'),
+             ('type-empty',  'errored', '22023', 'event type must be 1 to 200 bytes long')$$,
+    'bad step names, step functions, SQL, event types and durations error the instance');
+SELECT is((SELECT count(*) FROM workflows.steps
+            WHERE instance_id IN ('name-empty', 'name-long', 'fn-two-args', 'fn-setof', 'fn-proc', 'fn-oid-0',
+                                  'sql-null', 'type-empty', 'sleep-null')), 0::bigint,
+    '... and record no step');
+SELECT is((SELECT count(*) FROM bad_effects), 0::bigint, '... and run nothing');
 SELECT is((SELECT doc->>'status' FROM docs WHERE id = 'nested'), 'errored',
     'a step that calls a step errors');
 SELECT results_eq(
@@ -439,16 +483,31 @@ SELECT results_eq(
 ------------------------------------------------------------------------------
 ALTER SYSTEM SET workflows.max_output_size = 1024;
 ALTER SYSTEM SET workflows.max_steps = 5;
-DO $$ BEGIN PERFORM pg_reload_conf(); PERFORM pg_sleep(0.5); END $$;
-SELECT count(*) AS n FROM workflows.create_batch('bad-run', '[
-    {"id": "probe-1",    "params": {"do": "probe"}},
-    {"id": "probe-2",    "params": {"do": "probe"}},
-    {"id": "big-output", "params": {"do": "big output"}},
-    {"id": "big-result", "params": {"do": "big result"}},
-    {"id": "many-steps", "params": {"do": "many steps"}}]') \gset
-INSERT INTO docs
-    SELECT id, workflows.wait(id, '30 seconds')
-      FROM unnest(ARRAY['probe-1', 'probe-2', 'big-output', 'big-result', 'many-steps']) AS id;
+-- nothing between here and the RESET may stop the script: errors become
+-- warnings (and failed assertions below)
+DO $$
+BEGIN
+    PERFORM pg_reload_conf();
+    PERFORM pg_sleep(0.5);
+    PERFORM workflows.create_batch('bad-run', '[
+        {"id": "probe-1",    "params": {"do": "probe"}},
+        {"id": "probe-2",    "params": {"do": "probe"}},
+        {"id": "big-output", "params": {"do": "big output"}},
+        {"id": "big-result", "params": {"do": "big result"}},
+        {"id": "many-steps", "params": {"do": "many steps"}}]');
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'bad_input: %', SQLERRM;
+END
+$$;
+DO $$
+BEGIN
+    INSERT INTO docs
+        SELECT id, workflows.wait(id, '30 seconds')
+          FROM unnest(ARRAY['probe-1', 'probe-2', 'big-output', 'big-result', 'many-steps']) AS id;
+EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'bad_input: %', SQLERRM;
+END
+$$;
 ALTER SYSTEM RESET workflows.max_output_size;
 ALTER SYSTEM RESET workflows.max_steps;
 DO $$ BEGIN PERFORM pg_reload_conf(); PERFORM pg_sleep(0.3); END $$;

@@ -13,7 +13,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(75);
+SELECT plan(80);
 
 DROP ROLE IF EXISTS wf_tap_alice;
 DROP ROLE IF EXISTS wf_tap_bob;
@@ -51,6 +51,9 @@ GRANT SELECT, INSERT ON docs, created TO PUBLIC;
 ------------------------------------------------------------------------------
 SET ROLE wf_tap_alice;
 CREATE TABLE alice_notes (note text);
+CREATE SEQUENCE alice_seq;
+-- bob may use alice's sequence, but must not see what her steps drew from it
+GRANT SELECT, USAGE ON SEQUENCE alice_seq TO wf_tap_bob;
 CREATE FUNCTION alice_who(input jsonb) RETURNS jsonb LANGUAGE sql AS $$ SELECT to_jsonb(current_user::text) $$;
 CREATE FUNCTION alice_flow(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
@@ -72,6 +75,10 @@ BEGIN
             'fn step', workflows.step('who fn', 'alice_who(jsonb)'::regprocedure, '{}'),
             'search_path', workflows.step('path', 'SELECT current_setting(''search_path'')'));
     WHEN 'sql' THEN
+        -- the workflow function itself may take a session advisory lock
+        IF p ? 'fn_lock' THEN
+            PERFORM pg_try_advisory_lock((p->>'fn_lock')::bigint);
+        END IF;
         -- whatever SQL alice asks for, once
         RETURN workflows.step('sql', p->>'sql', p->'args', '{"retries": {"limit": 0}, "timeout": "10 seconds"}');
     WHEN 'wait' THEN
@@ -91,6 +98,14 @@ RESET ROLE;
 -- bob's workflow: looks at the executor it runs on
 ------------------------------------------------------------------------------
 SET ROLE wf_tap_bob;
+-- lastval() of this session, or 'undefined'
+CREATE FUNCTION bob_lastval() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN lastval()::text;
+EXCEPTION WHEN object_not_in_prerequisite_state THEN
+    RETURN 'undefined';
+END
+$$;
 CREATE FUNCTION bob_flow(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     RETURN jsonb_build_object(
@@ -98,7 +113,12 @@ BEGIN
             'user', current_user,
             'work_mem', current_setting('work_mem'),
             'application_name', current_setting('application_name'),
-            'alice_tmp', to_regclass('pg_temp.alice_tmp') IS NOT NULL),
+            'alice_tmp', to_regclass('pg_temp.alice_tmp') IS NOT NULL,
+            'prepared', (SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'alice%'),
+            'lastval', public.bob_lastval(),
+            'locks', (SELECT count(*) FROM pg_locks
+                       WHERE pid = pg_backend_pid() AND locktype = 'advisory'
+                         AND (objid = 98 AND objsubid = 1 OR classid = 99 AND objsubid = 2))),
         'step', workflows.step('look', $q$
             SELECT jsonb_build_object(
                 'pid', pg_backend_pid(),
@@ -108,7 +128,12 @@ BEGIN
                 'alice_tmp', to_regclass('pg_temp.alice_tmp') IS NOT NULL,
                 'lock_99', EXISTS (SELECT 1 FROM pg_locks
                                     WHERE pid = pg_backend_pid() AND locktype = 'advisory'
-                                      AND objid = 99 AND granted),
+                                      AND classid = 99 AND objsubid = 2 AND granted),
+                'lock_98', EXISTS (SELECT 1 FROM pg_locks
+                                    WHERE pid = pg_backend_pid() AND locktype = 'advisory'
+                                      AND objid = 98 AND objsubid = 1 AND granted),
+                'prepared', (SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'alice%'),
+                'lastval', public.bob_lastval(),
                 'others_instances', (SELECT count(*) FROM workflows.instances
                                       WHERE owner <> current_user::regrole))$q$));
 END
@@ -162,47 +187,62 @@ SELECT is((SELECT count(*) FROM workflows.steps WHERE instance_id LIKE 'esc-%' A
     '... each fails its step, leaving no output');
 
 ------------------------------------------------------------------------------
--- nothing of one owner's step stays in the executor for the next owner's:
--- alice's steps change settings, create a temp table and take a session
--- advisory lock, until every executor of this database has run one; then
--- bob's steps look around
+-- nothing of one owner's run or step stays in the executor for the next
+-- owner's: alice's steps change settings, prepare a statement, draw from a
+-- sequence, create a temp table and take a session advisory lock (99), and
+-- her workflow function takes one too (98), on every executor of this
+-- database; then bob's steps look around
 ------------------------------------------------------------------------------
 CREATE TABLE executors AS
     SELECT pid FROM pg_stat_activity
      WHERE datname = current_database() AND backend_type = 'workflows executor';
-SELECT cmp_ok((SELECT count(*) FROM executors), '>=', 1::bigint, 'this database has executors');
+SELECT count(*) AS nexec FROM executors \gset
+SELECT cmp_ok(:nexec::bigint, '>=', 1::bigint, 'this database has executors');
+GRANT SELECT ON executors TO PUBLIC;
 
-CREATE TABLE polluted (n int, pid int);
--- alice's instance number n, if some executor has not run one yet
-CREATE PROCEDURE pollute(n int) LANGUAGE sql AS $f$
-    SELECT workflows.create('alice-flow', jsonb_build_object('do', 'sql', 'sql', $q$
+-- one polluting instance per executor; each step waits (at most 8 seconds)
+-- until every executor is in one of them: a busy executor cannot take
+-- another instance, so each executor runs one
+SET ROLE wf_tap_alice;
+SELECT count(*) AS n FROM workflows.create_batch('alice-flow', (
+    SELECT jsonb_agg(jsonb_build_object('id', 'pollute-' || n, 'params',
+               jsonb_build_object('do', 'sql', 'fn_lock', 98, 'sql', format($q$
         SET application_name = 'leak';
+        PREPARE alice_stmt_%1$s AS SELECT 'alice''s statement';
+        SELECT nextval('public.alice_seq');
         SELECT set_config('work_mem', '1MB', false);
         CREATE TEMP TABLE IF NOT EXISTS alice_tmp (secret text);
         INSERT INTO alice_tmp VALUES ('alice was here');
+        DO $b$
+        DECLARE
+            deadline timestamptz := clock_timestamp() + interval '8 seconds';
+        BEGIN
+            PERFORM pg_advisory_xact_lock_shared(97);
+            WHILE (SELECT count(DISTINCT pid) FROM pg_locks
+                    WHERE locktype = 'advisory' AND objid = 97 AND granted) < %2$s
+                  AND clock_timestamp() < deadline LOOP
+                PERFORM pg_sleep(0.01);
+            END LOOP;
+            -- stay a little, so that the others see everybody arrived
+            PERFORM pg_sleep(0.3);
+        END
+        $b$;
         SELECT jsonb_build_object('pid', pg_backend_pid(),
-                                  -- not pg_advisory_lock(): if another executor
-                                  -- kept the lock, this step would block
-                                  'locked', pg_try_advisory_lock(99),
+                                  'locked', pg_try_advisory_lock(99, %1$s),
                                   'work_mem', current_setting('work_mem'),
                                   'application_name', current_setting('application_name'),
                                   'alice_tmp', to_regclass('pg_temp.alice_tmp') IS NOT NULL,
                                   'lock_99', EXISTS (SELECT 1 FROM pg_locks
                                                       WHERE pid = pg_backend_pid() AND locktype = 'advisory'
-                                                        AND objid = 99 AND granted))$q$),
-        'pollute-' || n)
-     WHERE EXISTS (SELECT pid FROM executors EXCEPT SELECT pid FROM polluted)
-$f$;
-CREATE PROCEDURE record_pollution(n int) LANGUAGE sql AS $f$
-    INSERT INTO docs SELECT id, workflows.wait(id, '30 seconds') FROM workflows.instances
-     WHERE id = 'pollute-' || n;
-    INSERT INTO polluted SELECT n, (doc->'output'->>'pid')::int FROM docs WHERE id = 'pollute-' || n;
-$f$;
-GRANT SELECT, INSERT ON executors, polluted TO PUBLIC;
-SET ROLE wf_tap_alice;
-SELECT format('CALL pollute(%s)', n), format('CALL record_pollution(%s)', n)
-  FROM generate_series(1, 40) n \gexec
+                                                        AND classid = 99 AND objsubid = 2 AND granted),
+                                  'prepared', (SELECT count(*) FROM pg_prepared_statements
+                                                WHERE name = 'alice_stmt_%1$s'))$q$, n, :nexec))))
+      FROM generate_series(1, :nexec) n)) \gset
+INSERT INTO docs
+    SELECT 'pollute-' || n, workflows.wait('pollute-' || n, '60 seconds') FROM generate_series(1, :nexec) n;
 RESET ROLE;
+CREATE TABLE polluted AS
+    SELECT DISTINCT (doc->'output'->>'pid')::int AS pid FROM docs WHERE id ~ '^pollute-[0-9]+$';
 
 SELECT is((SELECT count(*) FROM (SELECT pid FROM executors EXCEPT SELECT pid FROM polluted) x), 0::bigint,
     'every executor of this database ran one of alice''s polluting steps');
@@ -213,9 +253,12 @@ SELECT ok((SELECT bool_and(doc->'output'->>'work_mem' = '1MB'
                            AND (doc->'output'->>'alice_tmp')::boolean)
              FROM docs WHERE id ~ '^pollute-[0-9]+$'),
     'inside alice''s step, the settings and the temp table were in effect');
-SELECT ok((SELECT bool_or((doc->'output'->>'locked')::boolean AND (doc->'output'->>'lock_99')::boolean)
+SELECT ok((SELECT bool_and((doc->'output'->>'locked')::boolean AND (doc->'output'->>'lock_99')::boolean)
              FROM docs WHERE id ~ '^pollute-[0-9]+$'),
     'inside alice''s step, the advisory lock was taken');
+SELECT ok((SELECT bool_and((doc->'output'->>'prepared')::int = 1)
+             FROM docs WHERE id ~ '^pollute-[0-9]+$'),
+    'inside alice''s step, the prepared statement was made');
 
 -- bob's instances, one at a time
 SET ROLE wf_tap_bob;
@@ -225,10 +268,10 @@ SELECT format('INSERT INTO created VALUES (workflows.create(''bob-flow'', ''{}''
 -- and alternating with alice's
 SELECT 'SET ROLE wf_tap_alice',
        format('INSERT INTO created VALUES (workflows.create(''alice-flow'', %L, ''pollute-again-%s''))',
-              jsonb_build_object('do', 'sql', 'sql', $q$
+              jsonb_build_object('do', 'sql', 'fn_lock', 98, 'sql', $q$
                   SELECT set_config('work_mem', '1MB', false);
                   CREATE TEMP TABLE IF NOT EXISTS alice_tmp (secret text);
-                  SELECT pg_try_advisory_lock(99), pg_backend_pid()$q$), n),
+                  SELECT pg_try_advisory_lock(99, 1000), pg_backend_pid()$q$), n),
        format('INSERT INTO docs VALUES (''pollute-again-%s'', workflows.wait(''pollute-again-%s'', ''30 seconds''))', n, n),
        'SET ROLE wf_tap_bob',
        format('INSERT INTO created VALUES (workflows.create(''bob-flow'', ''{}'', ''bob-look-%s''))', n),
@@ -253,22 +296,34 @@ SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
              AND doc->'output'->'step'->>'application_name' <> 'leak'
              AND doc->'output'->'workflow'->>'application_name' <> 'leak'), 10::bigint,
     'application_name set by alice''s step is not seen by bob''s');
-SELECT todo('executors keep temp tables and session advisory locks of a step: the lead is adding cleanup between steps', 1);
 SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
              AND NOT (doc->'output'->'step'->>'alice_tmp')::boolean
              AND NOT (doc->'output'->'workflow'->>'alice_tmp')::boolean), 10::bigint,
     'a temp table created by alice''s step is not visible to bob''s');
-SELECT todo('executors keep temp tables and session advisory locks of a step: the lead is adding cleanup between steps', 1);
 SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
              AND NOT (doc->'output'->'step'->>'lock_99')::boolean), 10::bigint,
     'a session advisory lock taken by alice''s step is not held while bob''s runs');
 SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
+             AND NOT (doc->'output'->'step'->>'lock_98')::boolean
+             AND (doc->'output'->'workflow'->>'locks')::int = 0), 10::bigint,
+    'a session advisory lock taken by alice''s workflow function is not held while bob''s runs');
+SELECT is((SELECT count(*) FROM pg_locks l JOIN executors e USING (pid)
+            WHERE l.locktype = 'advisory' AND l.objid = 98 AND l.objsubid = 1), 0::bigint,
+    'no executor still holds the lock alice''s workflow function took');
+SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
+             AND (doc->'output'->'step'->>'prepared')::int = 0
+             AND (doc->'output'->'workflow'->>'prepared')::int = 0), 10::bigint,
+    'a statement prepared by alice''s step is not seen by bob''s');
+SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
+             AND doc->'output'->'step'->>'lastval' = 'undefined'
+             AND doc->'output'->'workflow'->>'lastval' = 'undefined'), 10::bigint,
+    'lastval() in bob''s steps does not return what alice''s step drew');
+SELECT is((SELECT count(*) FROM docs WHERE id LIKE 'bob-look-%'
              AND (doc->'output'->'step'->>'others_instances')::int = 0), 10::bigint,
     'bob''s step sees none of the others'' instances');
-SELECT todo('executors keep temp tables and session advisory locks of a step: the lead is adding cleanup between steps', 1);
 SELECT is((SELECT count(*) FROM pg_locks l JOIN executors e USING (pid)
-            WHERE l.locktype = 'advisory' AND l.objid = 99), 0::bigint,
-    'no executor still holds alice''s session advisory lock');
+            WHERE l.locktype = 'advisory' AND l.classid = 99 AND l.objsubid = 2), 0::bigint,
+    'no executor still holds the session advisory locks of alice''s steps');
 
 ------------------------------------------------------------------------------
 -- row-level isolation: bob cannot see or control alice's instances
