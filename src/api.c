@@ -115,6 +115,17 @@ as_owner_end(WfAsOwner *s)
 	SetUserIdAndSecContext(s->save_userid, s->save_sec);
 }
 
+/* a copy that survives SPI_finish(), in the caller's memory context */
+static char *
+spi_strdup(const char *str)
+{
+	Size		len = strlen(str) + 1;
+	char	   *copy = SPI_palloc(len);
+
+	memcpy(copy, str, len);
+	return copy;
+}
+
 static char *
 required_text(FunctionCallInfo fcinfo, int n, const char *what)
 {
@@ -276,7 +287,7 @@ wf_register(PG_FUNCTION_ARGS)
 		wf_query(&q_add_version, v, NULL, 0);
 		version = wf_get_text(0, 1);
 	}
-	version = MemoryContextStrdup(s.save_userid ? CurrentMemoryContext : CurrentMemoryContext, version);
+	version = spi_strdup(version);
 	as_owner_end(&s);
 	PG_RETURN_TEXT_P(cstring_to_text(version));
 }
@@ -366,8 +377,7 @@ wf_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("workflow instance \"%s\" already exists", id),
 				 errhint("Instance ids are unique; choose another id or pass NULL for a generated one.")));
-	result = wf_get_text(0, 1);
-	result = pstrdup(result);
+	result = spi_strdup(wf_get_text(0, 1));
 	as_owner_end(&s);
 
 	wf_wake_at_commit();
@@ -656,7 +666,7 @@ run_command(const char *id, const char *command, const char *from_step)
 			strcmp(command, "terminate") == 0 ? "terminating" : "restarting";
 		wf_signal_at_commit();
 	}
-	result = pstrdup(result);
+	result = spi_strdup(result);
 	as_owner_end(&s);
 	return cstring_to_text(result);
 }

@@ -685,6 +685,8 @@ tick(bool *claimed)
 	char	   *status;
 	char	   *command;
 	char	   *from_step;
+	bool		terminated;
+	bool		final;
 
 	*claimed = false;
 	generation = pg_atomic_read_u64(&wf_shared->signal_generation);
@@ -704,7 +706,8 @@ tick(bool *claimed)
 	}
 	*claimed = true;
 
-	id = wf_get_text(0, 1);
+	/* in the tick's context: used after the commit, when SPI's memory is gone */
+	id = MemoryContextStrdup(tickcxt, wf_get_text(0, 1));
 	owner = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
 	status = wf_get_text(0, 3);
 	revision = DatumGetInt64(wf_get_datum(0, 6, &isnull));
@@ -730,9 +733,10 @@ tick(bool *claimed)
 
 			wf_query(&q_park, &idv, NULL, 0);
 		}
+		terminated = (strcmp(status, "terminated") == 0);
 		end_tx();
 		cur.valid = false;
-		if (strcmp(status, "terminated") == 0)
+		if (terminated)
 			wf_wake_waiters(wf_id_hash(id));
 		return false;
 	}
@@ -863,13 +867,14 @@ tick(bool *claimed)
 		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,
 				(errmsg("workflows: instance \"%s\" is %s", id, out.status)));
 	}
+	final = !is_runnable_status(out.status);
 	end_tx();
 	wf_crash_clear();
 	MemoryContextSwitchTo(tickcxt);
 
 	if (!again)
 		cur.valid = false;
-	if (!is_runnable_status(out.status))
+	if (final)
 		wf_wake_waiters(wf_id_hash(id));
 	/* a wake time other executors may not know about: let them re-plan */
 	if (out.wake_at != 0)
