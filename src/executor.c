@@ -615,6 +615,28 @@ make_event(const char *id, Jsonb *params, TimestampTz created)
 }
 
 /*
+ * Run a claim query with sequential and bitmap scans off: the only good
+ * plan walks the partial index on wake_at, and a plan made while the table
+ * looked empty (a seqscan and a sort of every runnable row) would otherwise
+ * stay cached and cost milliseconds per claim at scale.  The settings are
+ * undone at once.
+ */
+static int
+claim(WfQuery *q, Datum *values)
+{
+	int			nest = NewGUCNestLevel();
+	int			n;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	n = wf_query(q, values, NULL, 1);
+	AtEOXact_GUC(true, nest);
+	return n;
+}
+
+/*
  * Tell listeners on channel "workflows" that an instance ended; delivered
  * at commit.  Only the id and the status: never data.
  */
@@ -698,7 +720,7 @@ tick(bool *claimed)
 	v[0] = TimestampTzGetDatum(now);
 	if (cur.valid)
 		v[1] = CStringGetTextDatum(cur.id);
-	if (wf_query(cur.valid ? &q_claim_one : &q_claim_any, v, NULL, 1) == 0)
+	if (claim(cur.valid ? &q_claim_one : &q_claim_any, v) == 0)
 	{
 		end_tx();
 		cur.valid = false;
@@ -863,7 +885,8 @@ tick(bool *claimed)
 	/* (terminations notify in workflows._apply()) */
 	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
 	{
-		notify_final(id, out.status);
+		if (wf_notify)
+			notify_final(id, out.status);
 		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,
 				(errmsg("workflows: instance \"%s\" is %s", id, out.status)));
 	}

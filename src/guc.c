@@ -29,6 +29,7 @@ char	   *wf_step_search_path = NULL;
 int			wf_retention_s = 7 * 24 * 3600;
 int			wf_log_level = WF_LOG_FAILURES;
 bool		wf_log_step_details = true;
+bool		wf_notify = true;
 
 static const struct config_enum_entry log_level_options[] = {
 	{"off", WF_LOG_OFF, false},
@@ -132,6 +133,14 @@ wf_define_gucs(void)
 							 "Whether error messages and step SQL may appear in the log and in pg_stat_activity.",
 							 "Turn off to keep step SQL and payload values (which error messages may quote) out of them.",
 							 &wf_log_step_details,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("workflows.notify",
+							 "Whether the end of an instance is announced with NOTIFY on channel workflows.",
+							 "NOTIFY takes a cluster-wide lock at commit; turn it off when nobody listens and instances are short.",
+							 &wf_notify,
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);

@@ -53,6 +53,7 @@ extern char *wf_step_search_path;
 extern int	wf_retention_s;
 extern int	wf_log_level;
 extern bool wf_log_step_details;
+extern bool wf_notify;
 
 /* workflows.log_level */
 #define WF_LOG_OFF			0

@@ -9,6 +9,7 @@
 # Phases: packages (root only, only what is missing) -> build -> install ->
 #   (a) temporary server  (b) pg_regress  (c) pgTAP (pg_prove)
 #   (d) isolation specs   (e) stop server (f) TAP tests (test/t/*.pl)
+#   (g) the benchmark suite's smoke mode (bench/run.sh --smoke)
 #
 # Nothing in the checkout is written except build products: the test inputs
 # are copied into a fresh temporary directory; when run as root, that
@@ -506,6 +507,18 @@ if (( ${#TAP_FILES[@]} )); then
             done
         fi
     done
+fi
+
+# ---------------------------------------------------------------------------
+# The benchmark suite's smoke mode (tiny sizes, its own private server), so
+# that the bench never rots; it fails if a workload does not complete.
+header "(g) bench/run.sh --smoke"
+if [[ -f $REPO/bench/run.sh ]]; then
+    if timeout -k 10 600 bash "$REPO/bench/run.sh" --smoke; then
+        pass
+    else
+        fail "bench/run.sh --smoke"
+    fi
 fi
 
 exit 0

@@ -39,7 +39,9 @@ BEGIN
                ended_at = now(), revision = revision + 1
          WHERE id = instance;
         -- like the executors' notice of complete and errored instances
-        PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
+        IF current_setting('workflows.notify')::boolean THEN
+            PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
+        END IF;
     ELSIF command = 'restart' THEN
         IF from_step IS NOT NULL THEN
             SELECT s.seq INTO from_seq FROM workflows.steps s
