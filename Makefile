@@ -24,7 +24,7 @@ DATA_built = sql/workflows--0.1.sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*--*.sql))
 EXTRA_CLEAN = sql/workflows--0.1.sql
 
-REGRESS = test_setup engine steps control versions security operations describe
+REGRESS = test_setup engine steps control versions security races operations describe
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 PG_CONFIG ?= pg_config
