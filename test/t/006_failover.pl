@@ -26,6 +26,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use WorkflowsInvariant;
 use JSON::PP;
 use Time::HiRes qw(time);
 
@@ -330,7 +331,7 @@ is( $standby->safe_psql(
 		'postgres', "SELECT status, count(*) FROM workflows.instances GROUP BY status"),
 	"complete|$total", "all $total instances complete on the promoted node");
 
-check_invariant($standby, 'after the failover', \%acked);
+check_invariant($standby, 'postgres', 'after the failover', \%acked, qr/^(nap|go)$/);
 
 # outputs
 is( $standby->safe_psql('postgres',
@@ -379,68 +380,3 @@ $standby->stop;
 note sprintf('006_failover took %.1f s', time - $started);
 done_testing();
 
-# ---------------------------------------------------------------------------
-# The invariant: every acknowledged instance exists and is complete with the
-# expected steps; every step of type "step" that is complete has exactly one
-# effect and every effect has its complete memo; nothing is left running.
-# ---------------------------------------------------------------------------
-sub check_invariant
-{
-	my ($node, $label, $acked) = @_;
-
-	# fresh statistics: the anti-joins below are slow on a never-analyzed table
-	$node->safe_psql('postgres', 'ANALYZE effects, workflows.steps, workflows.instances');
-
-	my $expected = join(
-		',',
-		map {
-			my $id = $_;
-			map { "('$id','$_')" } @{ $acked->{$id} }
-		} sort keys %$acked);
-	is( $node->safe_psql(
-			'postgres', qq{
-SELECT count(*) FROM (VALUES $expected) x(instance_id, key)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = x.instance_id AND s.key = x.key
-                      AND s.status = 'complete')
-}),
-		'0',
-		"$label: every expected step of every acknowledged instance is complete");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM (SELECT instance, step FROM effects
-                       GROUP BY instance, step HAVING count(*) > 1) d
-}),
-		'0',
-		"$label: no step effect appears twice");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM workflows.steps s
- WHERE s.type = 'step' AND s.status = 'complete'
-   AND NOT EXISTS (SELECT 1 FROM effects e WHERE e.instance = s.instance_id AND e.step = s.key)
-}),
-		'0',
-		"$label: no complete step memo without its effect");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM effects e
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = e.instance AND s.key = e.step
-                      AND s.type = 'step' AND s.status = 'complete')
-}),
-		'0',
-		"$label: no effect without its complete step memo");
-	my $nsteps = 0;
-	$nsteps += grep { !/^(nap|go)$/ } @{ $acked->{$_} } for keys %$acked;
-	is($node->safe_psql('postgres', 'SELECT count(*) FROM effects'),
-		$nsteps, "$label: $nsteps effects in all");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM workflows.instances
- WHERE status = 'running'
-    OR (status IN ('queued', 'waiting') AND wake_at IS NULL)
-}),
-		'0',
-		"$label: no instance is left running or without a wake time");
-	return;
-}

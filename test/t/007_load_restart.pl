@@ -22,6 +22,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use WorkflowsInvariant;
 use JSON::PP;
 use Time::HiRes qw(time);
 
@@ -145,7 +146,7 @@ if (!defined $elapsed)
 }
 note sprintf('the rest of the load took %.1f s after the restart', $elapsed // -1);
 
-check_invariant($node, '(a) after the immediate stop', \%acked);
+check_invariant($node, 'postgres', '(a) after the immediate stop', \%acked);
 is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM workflows.instances WHERE output = '{\"total\": 5}'"),
 	$nload, 'every instance returned its five step outputs');
@@ -192,7 +193,7 @@ is( $node->safe_psql(
 	"idle in transaction|$xid|t",
 	'the old transaction was open and held xmin all along');
 
-check_invariant($node, '(b) with xmin held back', \%acked);
+check_invariant($node, 'postgres', '(b) with xmin held back', \%acked);
 
 $holder->query_safe('COMMIT');
 $holder->quit;
@@ -206,7 +207,7 @@ is( $node->safe_psql('postgres',
 		"SELECT workflows.wait('after-commit', '60 seconds')->>'status'"),
 	'complete', 'an instance created afterwards completes');
 $acked{'after-commit'} = [@keys];
-check_invariant($node, '(b) after the commit', \%acked);
+check_invariant($node, 'postgres', '(b) after the commit', \%acked);
 
 # ---------------------------------------------------------------------------
 # (c) An empty crash file (as an operating system crash could leave, the
@@ -243,7 +244,7 @@ if ($status ne 'complete')
 			"SELECT workflows.wait('after-empty-file', '60 seconds')->>'status'"),
 		'complete', 'the instance completes once the file is removed');
 }
-check_invariant($node, '(c) after the empty crash file', \%acked);
+check_invariant($node, 'postgres', '(c) after the empty crash file', \%acked);
 
 $node->stop;
 note sprintf('007_load_restart took %.1f s', time - $started);
@@ -309,75 +310,3 @@ sub wait_all_final
 	return undef;
 }
 
-# The invariant: every acknowledged instance exists and is complete, with
-# each of its steps complete; every complete step has exactly one effect and
-# every effect has its complete step memo; nothing is left running.
-sub check_invariant
-{
-	my ($node, $label, $acked) = @_;
-
-	# fresh statistics: the anti-joins below are slow on a never-analyzed table
-	$node->safe_psql('postgres', 'ANALYZE effects, workflows.steps, workflows.instances');
-
-	my $ids = join(',', map { "('$_')" } sort keys %$acked);
-	is( $node->safe_psql(
-			'postgres', qq{
-SELECT count(*) FROM (VALUES $ids) a(id)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.instances i
-                    WHERE i.id = a.id AND i.status = 'complete')
-}),
-		'0',
-		"$label: every acknowledged instance exists and is complete");
-	my $expected = join(
-		',',
-		map {
-			my $id = $_;
-			map { "('$id','$_')" } @{ $acked->{$id} }
-		} sort keys %$acked);
-	is( $node->safe_psql(
-			'postgres', qq{
-SELECT count(*) FROM (VALUES $expected) x(instance_id, key)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = x.instance_id AND s.key = x.key
-                      AND s.status = 'complete')
-}),
-		'0',
-		"$label: every step of every acknowledged instance is complete");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM (SELECT instance, step FROM effects
-                       GROUP BY instance, step HAVING count(*) > 1) d
-}),
-		'0',
-		"$label: no step effect appears twice");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM workflows.steps s
- WHERE s.type = 'step' AND s.status = 'complete'
-   AND NOT EXISTS (SELECT 1 FROM effects e WHERE e.instance = s.instance_id AND e.step = s.key)
-}),
-		'0',
-		"$label: no complete step memo without its effect");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM effects e
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = e.instance AND s.key = e.step
-                      AND s.type = 'step' AND s.status = 'complete')
-}),
-		'0',
-		"$label: no effect without its complete step memo");
-	my $nsteps = 0;
-	$nsteps += scalar(@{ $acked->{$_} }) for keys %$acked;
-	is($node->safe_psql('postgres', 'SELECT count(*) FROM effects'),
-		$nsteps, "$label: $nsteps effects in all");
-	is( $node->safe_psql(
-			'postgres', q{
-SELECT count(*) FROM workflows.instances
- WHERE status = 'running'
-    OR (status IN ('queued', 'waiting') AND wake_at IS NULL)
-}),
-		'0',
-		"$label: no instance is left running or without a wake time");
-	return;
-}

@@ -35,6 +35,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use WorkflowsInvariant ();
 use JSON::PP;
 use Time::HiRes qw(time);
 
@@ -396,70 +397,9 @@ sub wait_final
 sub check_invariant
 {
 	my ($node, $db, $label, $acked) = @_;
-	my @ids = sort map { /^\Q$db\E:(.*)$/ ? $1 : () } keys %$acked;
 
-	# fresh statistics: the anti-joins below are slow on a never-analyzed table
-	$node->safe_psql($db, 'ANALYZE effects, workflows.steps, workflows.instances');
-
-	my $ids = join(',', map { "('$_')" } @ids);
-	is( $node->safe_psql(
-			$db, qq{
-SELECT count(*) FROM (VALUES $ids) a(id)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.instances i
-                    WHERE i.id = a.id AND i.status = 'complete')
-}),
-		'0',
-		"$label: every acknowledged instance exists and is complete");
-	my $expected = join(
-		',',
-		map {
-			my $id = $_;
-			map { "('$id','$_')" } @{ $acked->{"$db:$id"} }
-		} @ids);
-	is( $node->safe_psql(
-			$db, qq{
-SELECT count(*) FROM (VALUES $expected) x(instance_id, key)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = x.instance_id AND s.key = x.key
-                      AND s.status = 'complete')
-}),
-		'0',
-		"$label: every step of every acknowledged instance is complete");
-	is( $node->safe_psql(
-			$db, q{
-SELECT count(*) FROM (SELECT instance, step FROM effects
-                       GROUP BY instance, step HAVING count(*) > 1) d
-}),
-		'0',
-		"$label: no step effect appears twice");
-	is( $node->safe_psql(
-			$db, q{
-SELECT count(*) FROM workflows.steps s
- WHERE s.type = 'step' AND s.status = 'complete'
-   AND NOT EXISTS (SELECT 1 FROM effects e WHERE e.instance = s.instance_id AND e.step = s.key)
-}),
-		'0',
-		"$label: no complete step memo without its effect");
-	is( $node->safe_psql(
-			$db, q{
-SELECT count(*) FROM effects e
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = e.instance AND s.key = e.step
-                      AND s.type = 'step' AND s.status = 'complete')
-}),
-		'0',
-		"$label: no effect without its complete step memo");
-	my $nsteps = 0;
-	$nsteps += scalar(@{ $acked->{"$db:$_"} }) for @ids;
-	is($node->safe_psql($db, 'SELECT count(*) FROM effects'),
-		$nsteps, "$label: $nsteps effects in all");
-	is( $node->safe_psql(
-			$db, q{
-SELECT count(*) FROM workflows.instances
- WHERE status = 'running'
-    OR (status IN ('queued', 'waiting') AND wake_at IS NULL)
-}),
-		'0',
-		"$label: no instance is left running or without a wake time");
+	# %acked holds "db:id" keys for both databases
+	my %mine = map { /^\Q$db\E:(.*)$/ ? ($1 => $acked->{$_}) : () } keys %$acked;
+	WorkflowsInvariant::check_invariant($node, $db, $label, \%mine);
 	return;
 }
