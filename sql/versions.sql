@@ -42,3 +42,33 @@ $$;
 SELECT count(DISTINCT workflows.register('order', 'order_v1(jsonb)')) AS one_id_for_two_calls
   FROM generate_series(1, 2);
 SELECT count(*) AS versions FROM workflows.versions WHERE workflow = 'order';
+
+-- pinning across CREATE OR REPLACE: an instance that started on the old
+-- definition keeps running it; new instances run the new one
+CREATE FUNCTION pinned(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.wait_for_event('go', 'go', '1 minute');
+    RETURN workflows.step('which', 'SELECT ''"old code"''::jsonb');
+END
+$$;
+SELECT workflows.register('pinned', 'pinned(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('pinned', '{}', 'pin-old');
+SELECT wait_until($$SELECT waiting_for = 'go' FROM workflows.instances WHERE id = 'pin-old'$$);
+CREATE OR REPLACE FUNCTION pinned(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.wait_for_event('go', 'go', '1 minute');
+    RETURN workflows.step('which', 'SELECT ''"new code"''::jsonb');
+END
+$$;
+SELECT workflows.register('pinned', 'pinned(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('pinned', '{}', 'pin-new');
+SELECT workflows.send_event('pin-old', 'go');
+SELECT workflows.send_event('pin-new', 'go');
+SELECT workflows.wait('pin-old', '30 seconds')->'output' AS old_output;
+SELECT workflows.wait('pin-new', '30 seconds')->'output' AS new_output;
+SELECT p.proname LIKE 'v\_%' AS named_by_version, r.rolname AS owner,
+       d.deptype AS extension_member
+  FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner
+  LEFT JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid
+                       AND d.refclassid = 'pg_extension'::regclass
+ WHERE p.pronamespace = 'workflows_code'::regnamespace;

@@ -64,8 +64,16 @@ static WfQuery q_newest_version = {
 };
 
 static WfQuery q_add_version = {
-	"INSERT INTO workflows.versions (version_id, workflow, fn, fn_hash, created_by) "
-	"VALUES (gen_random_uuid()::text, $1, $2::oid::regprocedure, $3, $4::oid::regrole) "
+	"INSERT INTO workflows.versions (version_id, workflow, fn, fn_hash, created_by, code) "
+	"SELECT v.id, $1, $2::oid::regprocedure, $3, $4::oid::regrole, "
+	"       CASE WHEN l.lanname IN ('c', 'internal') THEN NULL ELSE "
+	"         'CREATE OR REPLACE FUNCTION workflows_code.' || quote_ident('v_' || v.id) "
+	"         || '(' || pg_get_function_arguments($2) || ')' "
+	"         || substr(d.def, strpos(d.def, E'\\n')) END "
+	"FROM (SELECT gen_random_uuid()::text AS id) v, pg_proc p "
+	"JOIN pg_language l ON l.oid = p.prolang, "
+	"LATERAL (SELECT pg_get_functiondef($2) AS def) d "
+	"WHERE p.oid = $2 "
 	"RETURNING version_id",
 	4, {TEXTOID, OIDOID, INT8OID, OIDOID}, NULL
 };
@@ -146,45 +154,6 @@ check_payload(Jsonb *j, const char *what)
 						what, (unsigned int) VARSIZE(j), wf_max_payload_size)));
 }
 
-/*
- * A fingerprint of a function's definition: a new version is registered
- * when it changes, even under the same name and signature.
- */
-static int64
-function_hash(Oid fn)
-{
-	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	bool		isnull;
-	Datum		d;
-	uint64		h = (uint64) fn;
-	Form_pg_proc proc;
-
-	if (!HeapTupleIsValid(tup))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("function with OID %u does not exist", fn)));
-	proc = (Form_pg_proc) GETSTRUCT(tup);
-	h = hash_combine64(h, (uint64) proc->prolang);
-	h = hash_combine64(h, (uint64) proc->prorettype);
-	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
-	if (!isnull)
-	{
-		text	   *src = DatumGetTextPP(d);
-
-		h = hash_combine64(h, hash_bytes_extended((unsigned char *) VARDATA_ANY(src),
-												  VARSIZE_ANY_EXHDR(src), 0));
-	}
-	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &isnull);
-	if (!isnull)
-	{
-		text	   *bin = DatumGetTextPP(d);
-
-		h = hash_combine64(h, hash_bytes_extended((unsigned char *) VARDATA_ANY(bin),
-												  VARSIZE_ANY_EXHDR(bin), 0));
-	}
-	ReleaseSysCache(tup);
-	return (int64) h;
-}
 
 /*
  * Can fn be a workflow?  It takes one jsonb argument and returns one value
@@ -257,7 +226,7 @@ wf_register(PG_FUNCTION_ARGS)
 	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
-	hash = function_hash(fn);
+	hash = wf_function_hash(fn);
 
 	as_owner_begin(&s);
 	v[0] = CStringGetTextDatum(name);

@@ -59,6 +59,10 @@
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
+#include "catalog/pg_proc.h"
+#include "access/htup_details.h"
 #include "utils/json.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
@@ -69,7 +73,7 @@
 
 #define INSTANCE_COLUMNS \
 	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
-	"  r.command, r.from_step " \
+	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id " \
 	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
 	"LEFT JOIN workflows.requests r ON r.instance_id = i.id "
 
@@ -174,6 +178,11 @@ static WfQuery q_purge = {
 	"  WHERE ended_at < $1 AND status IN ('complete', 'errored', 'terminated') "
 	"  ORDER BY ended_at LIMIT 500 FOR UPDATE SKIP LOCKED)",
 	1, {TIMESTAMPTZOID}, NULL
+};
+
+static WfQuery q_pinned = {
+	"SELECT to_regprocedure('workflows_code.' || quote_ident('v_' || $1) || '(jsonb)')::oid",
+	1, {TEXTOID}, NULL
 };
 
 static WfQuery q_next_wake = {
@@ -637,6 +646,78 @@ claim(WfQuery *q, Datum *values)
 }
 
 /*
+ * The workflow function of a version whose function was replaced (CREATE OR
+ * REPLACE) after the version was registered: the registered definition,
+ * recreated once as workflows_code."v_<version>" with the original's owner
+ * and made a member of the extension, so that instances keep running the
+ * code they started with.  Runs in a subtransaction of its own: a definition
+ * that no longer compiles errors the instance, not the executor.
+ */
+static Oid
+pinned_function(const char *version, const char *code, Oid original, ErrorData **error)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	volatile Oid copy = InvalidOid;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		Datum		v[1];
+		bool		isnull;
+		Datum		d;
+
+		v[0] = CStringGetTextDatum(version);
+		wf_query(&q_pinned, v, NULL, 1);
+		d = wf_get_datum(0, 1, &isnull);
+		if (isnull)
+		{
+			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(original));
+			Oid			owner;
+			char	   *name;
+
+			if (!HeapTupleIsValid(tup))
+				elog(ERROR, "cache lookup failed for function %u", original);
+			owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
+			ReleaseSysCache(tup);
+
+			if (SPI_execute(code, false, 0) < 0)
+				elog(ERROR, "could not recreate the function of version %s", version);
+			wf_query(&q_pinned, v, NULL, 1);
+			d = wf_get_datum(0, 1, &isnull);
+			if (isnull)
+				elog(ERROR, "could not find the recreated function of version %s", version);
+			name = format_procedure_qualified(DatumGetObjectId(d));
+			if (SPI_execute(psprintf("ALTER FUNCTION %s OWNER TO %s", name,
+									 quote_identifier(GetUserNameFromId(owner, false))),
+							false, 0) < 0 ||
+				SPI_execute(psprintf("ALTER EXTENSION workflows ADD FUNCTION %s", name),
+							false, 0) < 0)
+				elog(ERROR, "could not adopt the recreated function of version %s", version);
+			ereport(LOG,
+					(errmsg("workflows: %s was replaced after version %s was registered; instances of that version run the registered definition as %s",
+							format_procedure(original), version, name)));
+		}
+		copy = DatumGetObjectId(d);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		*error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	PG_END_TRY();
+	return copy;
+}
+
+/*
  * Tell listeners on channel "workflows" that an instance ended; delivered
  * at commit.  Only the id and the status: never data.
  */
@@ -707,6 +788,9 @@ tick(bool *claimed)
 	char	   *status;
 	char	   *command;
 	char	   *from_step;
+	char	   *code;
+	char	   *version;
+	int64		fn_hash;
 	bool		terminated;
 	bool		final;
 
@@ -736,6 +820,9 @@ tick(bool *claimed)
 	fn = DatumGetObjectId(wf_get_datum(0, 7, &isnull));
 	command = wf_get_text(0, 8);
 	from_step = wf_get_text(0, 9);
+	fn_hash = DatumGetInt64(wf_get_datum(0, 10, &isnull));
+	code = wf_get_text(0, 11);
+	version = wf_get_text(0, 12);
 	event = make_event(id, wf_get_jsonb(0, 4),
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
 
@@ -775,7 +862,22 @@ tick(bool *claimed)
 	report(id, owner, NULL);
 
 	memset(&out, 0, sizeof(out));
-	for (;;)
+
+	/* a version whose function was replaced since: run what was registered */
+	if (code != NULL && SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)) &&
+		wf_function_hash(fn) != fn_hash)
+	{
+		ErrorData  *error = NULL;
+
+		fn = pinned_function(version, code, fn, &error);
+		if (error != NULL)
+		{
+			out.status = "errored";
+			out.error = wf_error_jsonb(error);
+		}
+	}
+
+	while (out.status == NULL)
 	{
 		Jsonb	   *output;
 		ErrorData  *error;

@@ -22,6 +22,8 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_namespace.h"
+#include "catalog/pg_proc.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -158,4 +160,44 @@ wf_error_jsonb(ErrorData *edata)
 	add_field(&buf, "context", edata->context, &first);
 	appendStringInfoChar(&buf, '}');
 	return wf_cstring_jsonb(buf.data);
+}
+
+/*
+ * A fingerprint of a function's definition: a new version is registered
+ * when it changes, even under the same name and signature.
+ */
+int64
+wf_function_hash(Oid fn)
+{
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	bool		isnull;
+	Datum		d;
+	uint64		h = (uint64) fn;
+	Form_pg_proc proc;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	h = hash_combine64(h, (uint64) proc->prolang);
+	h = hash_combine64(h, (uint64) proc->prorettype);
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_prosrc, &isnull);
+	if (!isnull)
+	{
+		text	   *src = DatumGetTextPP(d);
+
+		h = hash_combine64(h, hash_bytes_extended((unsigned char *) VARDATA_ANY(src),
+												  VARSIZE_ANY_EXHDR(src), 0));
+	}
+	d = SysCacheGetAttr(PROCOID, tup, Anum_pg_proc_probin, &isnull);
+	if (!isnull)
+	{
+		text	   *bin = DatumGetTextPP(d);
+
+		h = hash_combine64(h, hash_bytes_extended((unsigned char *) VARDATA_ANY(bin),
+												  VARSIZE_ANY_EXHDR(bin), 0));
+	}
+	ReleaseSysCache(tup);
+	return (int64) h;
 }

@@ -171,6 +171,7 @@ extern Jsonb *wf_get_jsonb(int row, int col);
 extern bool wf_can_see(Oid owner, Oid role);
 extern Jsonb *wf_error_jsonb(ErrorData *edata);
 extern Jsonb *wf_cstring_jsonb(const char *json);
+extern int64 wf_function_hash(Oid fn);
 
 /* ---- step.c ---- */
 extern Jsonb *wf_datum_to_jsonb(Datum value, Oid typid, bool isnull);

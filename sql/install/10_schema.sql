@@ -23,6 +23,10 @@ $$;
  * writes them: the API functions check the caller and write as the
  * extension's owner.
  */
+-- pinned copies of workflow functions replaced under running instances
+CREATE SCHEMA workflows_code;
+REVOKE ALL ON SCHEMA workflows_code FROM PUBLIC;
+
 CREATE TABLE workflows.workflows (
     name        text PRIMARY KEY
                 CHECK (name <> '' AND octet_length(name) <= 200),
@@ -36,7 +40,11 @@ CREATE TABLE workflows.versions (
     fn          regprocedure NOT NULL,
     fn_hash     bigint NOT NULL,
     created_by  regrole NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+    created_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    -- the function's definition as registered, to recreate it as
+    -- workflows_code."v_<version_id>" if it is replaced while instances of
+    -- this version run (NULL for C and internal functions)
+    code        text
 );
 CREATE INDEX versions_by_workflow ON workflows.versions (workflow, created_at DESC);
 
