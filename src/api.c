@@ -63,16 +63,26 @@ static WfQuery q_newest_version = {
 	1, {TEXTOID}, NULL
 };
 
+/*
+ * The pinned copy's definition is the function's own pg_get_functiondef(),
+ * with exactly its known header (name and arguments, as that function
+ * prints them) replaced; anything else, or a C function, gets no copy.
+ * Nothing but that header is ever cut, so no name can smuggle SQL in.
+ */
 static WfQuery q_add_version = {
 	"INSERT INTO workflows.versions (version_id, workflow, fn, fn_hash, created_by, code) "
 	"SELECT v.id, $1, $2::oid::regprocedure, $3, $4::oid::regrole, "
-	"       CASE WHEN l.lanname IN ('c', 'internal') THEN NULL ELSE "
-	"         'CREATE OR REPLACE FUNCTION workflows_code.' || quote_ident('v_' || v.id) "
-	"         || '(' || pg_get_function_arguments($2) || ')' "
-	"         || substr(d.def, strpos(d.def, E'\\n')) END "
+	"       CASE WHEN l.lanname IN ('c', 'internal') OR NOT starts_with(d.def, h.head) THEN NULL "
+	"       ELSE 'CREATE OR REPLACE FUNCTION workflows_code.' || quote_ident('v_' || v.id) "
+	"            || '(' || pg_get_function_arguments($2) || E')\\n' "
+	"            || substr(d.def, length(h.head) + 1) END "
 	"FROM (SELECT gen_random_uuid()::text AS id) v, pg_proc p "
-	"JOIN pg_language l ON l.oid = p.prolang, "
-	"LATERAL (SELECT pg_get_functiondef($2) AS def) d "
+	"JOIN pg_language l ON l.oid = p.prolang "
+	"JOIN pg_namespace n ON n.oid = p.pronamespace, "
+	"LATERAL (SELECT pg_get_functiondef($2) AS def) d, "
+	"LATERAL (SELECT 'CREATE OR REPLACE FUNCTION ' || quote_ident(n.nspname) || '.' "
+	"                || quote_ident(p.proname) || '(' || pg_get_function_arguments($2) "
+	"                || E')\\n' AS head) h "
 	"WHERE p.oid = $2 "
 	"RETURNING version_id",
 	4, {TEXTOID, OIDOID, INT8OID, OIDOID}, NULL

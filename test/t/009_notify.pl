@@ -47,10 +47,10 @@ SELECT workflows.register('secretive', 'secretive(jsonb)');
 my $out = $node->safe_psql(
 	'postgres', q{
 LISTEN workflows;
+SELECT pg_advisory_lock(77);
 SELECT workflows.create('secretive', '{}', 'n-ok');
 SELECT workflows.create('secretive', '{"fail": true}', 'n-err');
 SELECT workflows.create('secretive', '{"block": true}', 'n-term');
-SELECT pg_advisory_lock(77);
 SELECT workflows.wait('n-ok', '60 s')->>'status';
 SELECT workflows.wait('n-err', '60 s')->>'status';
 SELECT workflows.terminate('n-term');
