@@ -109,10 +109,8 @@ wf_replay_reset(const char *instance_id)
 
 /*
  * Find (or, with create, add) the memo of a step.  Outputs and errors the
- * caller stores in a new memo must be allocated in the cache's context,
- * which wf_replay_memo switches to for convenience of callers via
- * wf_replay_cxt... callers use MemoryContextSwitchTo(R.cxt) through
- * wf_replay_store below.
+ * caller stores in a memo must be allocated in wf_replay_cxt(), which lives
+ * as long as the cache.
  */
 WfMemo *
 wf_replay_memo(const char *key, bool create)
