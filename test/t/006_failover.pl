@@ -286,16 +286,8 @@ is( $standby->safe_psql(
 # Every step the primary reported complete is complete, with its effect.
 my $complete_sql = join(',',
 	map { my ($i, $k) = split m{/}, $_, 2; "('$i','$k')" } @complete_before);
-is( $standby->safe_psql(
-		'postgres', qq{
-SELECT count(*) FROM (VALUES $complete_sql) c(instance_id, key)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = c.instance_id AND s.key = c.key
-                      AND s.status = 'complete')
-}),
-	'0',
-	'no step acknowledged complete on the primary is lost on the promoted node ('
-	  . scalar(@complete_before) . ' steps)');
+check_still_complete($standby, 'postgres',
+	'no step acknowledged complete on the primary is lost on the promoted node', @complete_before);
 is( $standby->safe_psql(
 		'postgres', qq{
 SELECT count(*) FROM (VALUES $complete_sql) c(instance_id, key)

@@ -115,18 +115,8 @@ my $log_offset = -s $node->logfile;
 $node->start;
 
 my @complete_before = split /,/, $complete_before;
-my $complete_sql = join(',',
-	map { my ($i, $k) = split m{/}, $_, 2; "('$i','$k')" } @complete_before);
-is( $node->safe_psql(
-		'postgres', qq{
-SELECT count(*) FROM (VALUES $complete_sql) c(instance_id, key)
- WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
-                    WHERE s.instance_id = c.instance_id AND s.key = c.key
-                      AND s.status = 'complete')
-}),
-	'0',
-	'after the restart: every step complete before the stop still is ('
-	  . scalar(@complete_before) . ' steps)');
+check_still_complete($node, 'postgres',
+	'after the restart: every step complete before the stop still is', @complete_before);
 
 my $elapsed = wait_all_final($node, scalar(keys %acked), $unreadable ? 10 : 120);
 # an unreadable crash file is ignored (part (c) below)

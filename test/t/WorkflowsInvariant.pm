@@ -16,7 +16,7 @@ use warnings;
 use Exporter 'import';
 use Test::More;
 
-our @EXPORT = qw(check_invariant);
+our @EXPORT = qw(check_invariant check_still_complete);
 
 # check_invariant($node, $db, $label, \%acked [, $no_effect])
 #   %acked: instance id => [ keys of the steps that must be complete ]
@@ -89,6 +89,26 @@ SELECT count(*) FROM workflows.instances
 }),
 		'0',
 		"$label: no instance is left running or without a wake time");
+	return;
+}
+
+# check_still_complete($node, $db, $label, @steps): every "instance/key" in
+# @steps (steps seen complete before a stop or a failover) is complete now
+sub check_still_complete
+{
+	my ($node, $db, $label, @steps) = @_;
+	my $values = join(',',
+		map { my ($i, $k) = split m{/}, $_, 2; "('$i','$k')" } @steps);
+
+	is( $node->safe_psql(
+			$db, qq{
+SELECT count(*) FROM (VALUES $values) c(instance_id, key)
+ WHERE NOT EXISTS (SELECT 1 FROM workflows.steps s
+                    WHERE s.instance_id = c.instance_id AND s.key = c.key
+                      AND s.status = 'complete')
+}),
+		'0',
+		"$label (" . scalar(@steps) . ' steps)');
 	return;
 }
 
