@@ -17,12 +17,14 @@ OBJS = \
 	src/wakeup.o \
 	src/workflows.o
 
-# The install script is built from the readable pieces in sql/install/,
-# concatenated in file-name order.  Upgrade scripts (once a version is
-# released) are kept as they are in sql/.
-DATA_built = sql/workflows--0.1.sql
-DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*--*.sql))
-EXTRA_CLEAN = sql/workflows--0.1.sql
+# The install script of the current version is built from the readable
+# pieces in sql/install/, concatenated in file-name order.  Released
+# versions' install scripts and every upgrade script are kept as they are in
+# sql/ (a database created with 0.1 is updated with ALTER EXTENSION UPDATE).
+EXTVERSION = 0.2
+DATA_built = sql/workflows--$(EXTVERSION).sql
+DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql))
+EXTRA_CLEAN = $(DATA_built)
 
 REGRESS = test_setup engine steps control versions security races operations describe
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
@@ -38,7 +40,7 @@ include $(PGXS)
 # not leave objects compiled against the old layout
 $(OBJS): $(wildcard src/*.h)
 
-sql/workflows--0.1.sql: $(sort $(wildcard sql/install/*.sql))
+$(DATA_built): $(sort $(wildcard sql/install/*.sql))
 	cat $^ > $@
 
 print-regress:

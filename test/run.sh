@@ -27,14 +27,22 @@
 
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
-PG_CONFIG=$PGBIN/pg_config
-PGXS_DIR=/usr/lib/postgresql/15/lib/pgxs
-PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress
-PG_ISOLATION_REGRESS=$PGXS_DIR/src/test/isolation/pg_isolation_regress
-PG_PERL_LIB=$PGXS_DIR/src/test/perl
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron
-          postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+# The PostgreSQL to build and test against: PG_CONFIG names it (default: the
+# Debian packages of PG_MAJOR, 15).  Every other path is asked of it, so the
+# same suite runs against 16 or 17, or against a private copy of a server.
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PGBIN=$(dirname "$PG_CONFIG")
+pg_paths() {   # (again once the packages are installed)
+    PGBIN=$("$PG_CONFIG" --bindir)
+    PGXS_DIR=$(dirname "$(dirname "$(dirname "$("$PG_CONFIG" --pgxs)")")")
+    PG_REGRESS=$PGXS_DIR/src/test/regress/pg_regress
+    PG_ISOLATION_REGRESS=$PGXS_DIR/src/test/isolation/pg_isolation_regress
+    PG_PERL_LIB=$PGXS_DIR/src/test/perl
+}
+[[ -x $PG_CONFIG ]] && pg_paths
+PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron
+          postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
           libipc-run-perl make gcc)
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -172,8 +180,12 @@ if (( IS_ROOT )); then
         fi
         say "installed."
     fi
-    id -u postgres >/dev/null 2>&1 || die "user 'postgres' does not exist (is postgresql-15 installed?)"
+    id -u postgres >/dev/null 2>&1 || die "user 'postgres' does not exist (is postgresql-$PG_MAJOR installed?)"
+    [[ -x $PG_CONFIG ]] || die "$PG_CONFIG not found"
+    pg_paths
 else
+    [[ -x $PG_CONFIG ]] || die "$PG_CONFIG not found; install the packages (as root: bash test/run.sh does it): ${PACKAGES[*]}"
+    pg_paths
     need=("$PG_CONFIG" "$PGBIN/initdb" "$PGBIN/pg_ctl" "$PGBIN/psql" "$PG_REGRESS"
           "$PG_ISOLATION_REGRESS" "$PG_PERL_LIB/PostgreSQL/Test/Cluster.pm")
     for f in "${need[@]}"; do

@@ -21,14 +21,15 @@
 
 set -euo pipefail
 
-PGBIN=/usr/lib/postgresql/15/bin
-PG_CONFIG=$PGBIN/pg_config
+PG_MAJOR=${PG_MAJOR:-15}
+PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
+PGBIN=$(dirname "$PG_CONFIG")
 PORT=${PGPORT:-5499}
 DEMO=/tmp/workflows-demo
 DATA=$DEMO/data
 LOG=$DEMO/server.log
-PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron
-          postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl
+PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron
+          postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
           libipc-run-perl make gcc)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 

@@ -1,3 +1,3 @@
-/* workflows--0.1.sql: durable execution inside PostgreSQL */
+/* workflows--0.2.sql: durable execution inside PostgreSQL */
 
 \echo Use "CREATE EXTENSION workflows" to load this file. \quit
