@@ -8,6 +8,7 @@ OBJS = \
 	src/executor.o \
 	src/guc.o \
 	src/launcher.o \
+	src/owner.o \
 	src/query.o \
 	src/replay.o \
 	src/retry.o \
@@ -30,7 +31,7 @@ REGRESS = test_setup engine steps control versions security races operations des
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 PG_CONFIG ?= pg_config
-PG_CPPFLAGS = -I$(srcdir)/src
+PG_CPPFLAGS = -I$(srcdir)/src -DWF_EXTVERSION=\"$(EXTVERSION)\"
 PG_CFLAGS = -Wall -Wextra -Wno-unused-parameter
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)

@@ -49,6 +49,7 @@
 #include "commands/async.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
+#include "commands/dbcommands.h"
 #include "commands/extension.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -68,6 +69,8 @@
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
+#include "parser/parser.h"
+#include "nodes/parsenodes.h"
 
 /* ---- statements on the extension's tables ---- */
 
@@ -185,6 +188,11 @@ static WfQuery q_pinned = {
 	1, {TEXTOID}, NULL
 };
 
+static WfQuery q_deferred_constraints = {
+	"SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint WHERE condeferred)",
+	0, {InvalidOid}, NULL
+};
+
 static WfQuery q_next_wake = {
 	"SELECT min(wake_at) FROM workflows.instances WHERE wake_at > $1",
 	1, {TIMESTAMPTZOID}, NULL
@@ -281,14 +289,33 @@ exit_absent(void)
 	proc_exit(0);
 }
 
-static void
+/*
+ * Is the extension there, at the library's version?  Exits when it was
+ * dropped.  Returns false while its SQL objects are of another version (the
+ * library was replaced and ALTER EXTENSION UPDATE has not run yet): the
+ * executor then touches nothing, and says so once a minute.
+ */
+static bool
 check_extension(void)
 {
-	if (!OidIsValid(get_extension_oid("workflows", true)))
+	static TimestampTz last_said = 0;
+	char	   *version = wf_installed_version();
+
+	if (version == NULL)
 	{
 		end_tx();
 		exit_absent();
 	}
+	if (strcmp(version, WF_EXTVERSION) == 0)
+		return true;
+	if (TimestampDifferenceExceeds(last_said, GetCurrentTimestamp(), 60 * 1000))
+	{
+		last_said = GetCurrentTimestamp();
+		ereport(LOG,
+				(errmsg("workflows: database \"%s\" has version %s of the extension, the library is version %s; no instance runs until ALTER EXTENSION workflows UPDATE",
+						get_database_name(MyDatabaseId), version, WF_EXTVERSION)));
+	}
+	return false;
 }
 
 static char
@@ -396,32 +423,63 @@ is_final_error(ErrorData *edata, WfAction *a)
 }
 
 /*
- * Nothing user code leaves in the session may reach the next run or step,
- * which may belong to another role: session advisory locks, temporary
- * tables, prepared statements and sequence state (lastval) go.  (GUC changes are undone with the GUC
- * nest level of each run and step; writes of workflow code with the
- * rollback of its subtransaction.)
- */
-static void
-clean_session(void)
-{
-	LockReleaseSession(USER_LOCKMETHOD);
-	ResetTempTableNamespace();
-	DropAllPreparedStatements();
-	ResetSequenceCaches();		/* lastval() and currval() */
-}
-
-/*
  * Run one attempt of a step and record it.  Returns true if the step is now
  * final (complete, or failed for good), false if a retry was scheduled at
  * *retry_at.  Runs in the tick's transaction; the callback gets a
  * subtransaction of its own, released on success and rolled back on error.
  */
+/*
+ * Does the database have initially deferred constraints?  After a step,
+ * owner.c fires its deferred trigger events with SET CONSTRAINTS ALL
+ * IMMEDIATE, which stays in force until the transaction ends; a second
+ * step in the same transaction would then see such constraints checked at
+ * each statement instead of at its end.  So with them present, a
+ * transaction runs one step (asked only when it would run more).
+ */
+static bool
+has_deferred_constraints(void)
+{
+	bool		isnull;
+
+	if (wf_steps_per_transaction <= 1)
+		return false;
+	wf_query(&q_deferred_constraints, NULL, NULL, 1);
+	return DatumGetBool(wf_get_datum(0, 1, &isnull));
+}
+
+/* a step callback, run by wf_run_as() as the instance's owner */
+typedef struct WfStepCall
+{
+	WfAction   *action;
+	Jsonb	   *output;
+} WfStepCall;
+
+static void
+run_callback(void *arg)
+{
+	WfStepCall *call = (WfStepCall *) arg;
+	WfAction   *a = call->action;
+	Jsonb	   *output;
+
+	(void) wf_in_step(true);
+	if (a->sql != NULL)
+		output = wf_run_sql_callback(a->sql, a->args);
+	else
+		output = wf_run_fn_callback(a->fn, a->args);
+	(void) wf_in_step(false);
+
+	if (output != NULL && VARSIZE(output) > (Size) wf_max_output_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+				 errmsg("step output is %u bytes, more than workflows.max_output_size (%d)",
+						(unsigned int) VARSIZE(output), wf_max_output_size)));
+	call->output = output;
+}
+
 static bool
 run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner resowner = CurrentResourceOwner;
+	WfStepCall	call;
 	TimestampTz start = GetCurrentTimestamp();
 	TimestampTz end;
 	Jsonb	   *output = NULL;
@@ -437,71 +495,30 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 		pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
 	wf_crash_note_attempt(id, a, config);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	step_timed_out = false;
+	if (a->config.timeout_ms > 0)
+		enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
+	call.action = a;
+	call.output = NULL;
+	edata = wf_run_as(owner, true, run_callback, &call);
+	if (a->config.timeout_ms > 0)
+		disable_timeout(step_timeout_id, false);
+	(void) wf_in_step(false);
+	output = call.output;
+	if (edata == NULL && step_timed_out)
 	{
-		Oid			save_userid;
-		int			save_sec;
-		int			nest;
-
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		nest = NewGUCNestLevel();
-		(void) set_config_option("search_path", wf_step_search_path,
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-		(void) wf_in_step(true);
-		step_timed_out = false;
-		if (a->config.timeout_ms > 0)
-			enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
-
-		if (a->sql != NULL)
-			output = wf_run_sql_callback(a->sql, a->args);
-		else
-			output = wf_run_fn_callback(a->fn, a->args);
-
-		if (a->config.timeout_ms > 0)
-			disable_timeout(step_timeout_id, false);
-		/* the callback finished just as its timeout fired: keep its result */
-		if (step_timed_out)
-			QueryCancelPending = false;
-		(void) wf_in_step(false);
-
-		if (output != NULL && VARSIZE(output) > (Size) wf_max_output_size)
-			ereport(ERROR,
-					(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
-					 errmsg("step output is %u bytes, more than workflows.max_output_size (%d)",
-							(unsigned int) VARSIZE(output), wf_max_output_size)));
-
-		AtEOXact_GUC(false, nest);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
+		/* the step finished just as its timeout fired: keep its result */
+		QueryCancelPending = false;
 	}
-	PG_CATCH();
+	else if (edata != NULL && step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
 	{
-		if (a->config.timeout_ms > 0)
-			disable_timeout(step_timeout_id, false);
-		(void) wf_in_step(false);
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = resowner;
-		if (step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-		{
-			edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
-			edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
-									  a->key, a->config.timeout_ms);
-		}
-		step_timed_out = false;
+		edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
+		edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
+								  a->key, a->config.timeout_ms);
 	}
-	PG_END_TRY();
+	step_timed_out = false;
 
-	clean_session();
+	wf_clean_session();
 
 	end = GetCurrentTimestamp();
 	v[0] = CStringGetTextDatum(id);
@@ -646,12 +663,66 @@ claim(WfQuery *q, Datum *values)
 }
 
 /*
+ * Create the pinned copy from the stored definition, as the original
+ * function's owner (run by wf_run_as()).  The definition was printed by
+ * pg_get_functiondef() under register()'s search_path, so it is read back
+ * under the same one.
+ */
+static void
+create_pinned_copy(void *arg)
+{
+	const char *code = (const char *) arg;
+
+	(void) set_config_option("search_path", "pg_catalog, workflows, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute(code, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not run the stored definition");
+	SPI_finish();
+}
+
+/*
+ * Is the stored definition exactly one CREATE FUNCTION of
+ * workflows_code."v_<version>"?  register() wrote it so; this makes sure
+ * nothing else can ever be run from it.
+ */
+static void
+check_pinned_definition(const char *code, const char *version)
+{
+	List	   *raw = raw_parser(code, RAW_PARSE_DEFAULT);
+	CreateFunctionStmt *stmt;
+	char	   *expected = psprintf("v_%s", version);
+
+	if (list_length(raw) != 1 ||
+		!IsA(linitial_node(RawStmt, raw)->stmt, CreateFunctionStmt))
+		goto bad;
+	stmt = (CreateFunctionStmt *) linitial_node(RawStmt, raw)->stmt;
+	if (list_length(stmt->funcname) != 2 ||
+		strcmp(strVal(linitial(stmt->funcname)), "workflows_code") != 0 ||
+		strcmp(strVal(lsecond(stmt->funcname)), expected) != 0)
+		goto bad;
+	return;
+bad:
+	ereport(ERROR,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("the stored definition of workflow version %s is not a single definition of its pinned copy",
+					version)));
+}
+
+/*
  * The workflow function of a version whose function was replaced (CREATE OR
  * REPLACE) after the version was registered: the registered definition,
- * recreated once as workflows_code."v_<version>" with the original's owner
- * and made a member of the extension, so that instances keep running the
- * code they started with.  Runs in a subtransaction of its own: a definition
- * that no longer compiles errors the instance, not the executor.
+ * recreated once as workflows_code."v_<version>" and made a member of the
+ * extension, so that instances keep running the code they started with.
+ *
+ * The copy is created by the original function's owner, not by the
+ * executor: the stored text is that role's code, and creating a function
+ * runs its language's validator.  That role may not create objects in
+ * workflows_code otherwise, so it gets CREATE there for the moment of the
+ * creation only, inside this subtransaction (no other session ever sees
+ * the grant).  Runs in a subtransaction of its own: a definition that no
+ * longer compiles errors the instance, not the executor.
  */
 static Oid
 pinned_function(const char *version, const char *code, Oid original, ErrorData **error)
@@ -675,29 +746,38 @@ pinned_function(const char *version, const char *code, Oid original, ErrorData *
 		{
 			HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(original));
 			Oid			owner;
-			char	   *name;
+			const char *rolename;
+			ErrorData  *err;
 
 			if (!HeapTupleIsValid(tup))
 				elog(ERROR, "cache lookup failed for function %u", original);
 			owner = ((Form_pg_proc) GETSTRUCT(tup))->proowner;
 			ReleaseSysCache(tup);
+			rolename = quote_identifier(GetUserNameFromId(owner, false));
 
-			if (SPI_execute(code, false, 0) < 0)
-				elog(ERROR, "could not recreate the function of version %s", version);
+			check_pinned_definition(code, version);
+			if (SPI_execute(psprintf("GRANT CREATE ON SCHEMA workflows_code TO %s",
+									 rolename), false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not grant CREATE on workflows_code");
+			err = wf_run_as(owner, true, create_pinned_copy, (void *) code);
+			if (err != NULL)
+				ReThrowError(err);
+			if (SPI_execute(psprintf("REVOKE CREATE ON SCHEMA workflows_code FROM %s",
+									 rolename), false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not revoke CREATE on workflows_code");
+
 			wf_query(&q_pinned, v, NULL, 1);
 			d = wf_get_datum(0, 1, &isnull);
 			if (isnull)
 				elog(ERROR, "could not find the recreated function of version %s", version);
-			name = format_procedure_qualified(DatumGetObjectId(d));
-			if (SPI_execute(psprintf("ALTER FUNCTION %s OWNER TO %s", name,
-									 quote_identifier(GetUserNameFromId(owner, false))),
-							false, 0) < 0 ||
-				SPI_execute(psprintf("ALTER EXTENSION workflows ADD FUNCTION %s", name),
-							false, 0) < 0)
+			if (SPI_execute(psprintf("ALTER EXTENSION workflows ADD FUNCTION %s",
+									 format_procedure_qualified(DatumGetObjectId(d))),
+							false, 0) != SPI_OK_UTILITY)
 				elog(ERROR, "could not adopt the recreated function of version %s", version);
 			ereport(LOG,
 					(errmsg("workflows: %s was replaced after version %s was registered; instances of that version run the registered definition as %s",
-							format_procedure(original), version, name)));
+							format_procedure(original), version,
+							format_procedure_qualified(DatumGetObjectId(d)))));
 		}
 		copy = DatumGetObjectId(d);
 		ReleaseCurrentSubTransaction();
@@ -799,7 +879,11 @@ tick(bool *claimed)
 	pg_memory_barrier();
 
 	begin_tx();
-	check_extension();
+	if (!check_extension())
+	{
+		end_tx();
+		return false;
+	}
 
 	v[0] = TimestampTzGetDatum(now);
 	if (cur.valid)
@@ -887,7 +971,7 @@ tick(bool *claimed)
 
 		CHECK_FOR_INTERRUPTS();
 		r = wf_replay_run(fn, owner, event, &output, &error);
-		clean_session();
+		wf_clean_session();
 		finish_sleeps(id);
 
 		if (r == WF_RUN_COMPLETE)
@@ -916,7 +1000,7 @@ tick(bool *claimed)
 				out.wake_at = retry_at;
 				break;
 			}
-			if (++steps >= wf_steps_per_transaction)
+			if (++steps >= wf_steps_per_transaction || has_deferred_constraints())
 			{
 				out.status = "running";
 				again = true;
@@ -1020,10 +1104,12 @@ sweep_events(void)
 	Datum		v[1];
 
 	begin_tx();
-	check_extension();
-	v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
-	wf_query(&q_sweep, v, NULL, 0);
-	wf_query(&q_sweep_requests, v, NULL, 0);
+	if (check_extension())
+	{
+		v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+		wf_query(&q_sweep, v, NULL, 0);
+		wf_query(&q_sweep_requests, v, NULL, 0);
+	}
 	end_tx();
 }
 
@@ -1036,7 +1122,12 @@ next_wake(void)
 	TimestampTz t = 0;
 
 	begin_tx();
-	check_extension();
+	if (!check_extension())
+	{
+		/* look again soon: ALTER EXTENSION UPDATE may come at any time */
+		end_tx();
+		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	}
 	v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 	if (wf_query(&q_next_wake, v, NULL, 1) == 1)
 	{
@@ -1073,7 +1164,11 @@ purge_finished(void)
 
 		CHECK_FOR_INTERRUPTS();
 		begin_tx();
-		check_extension();
+		if (!check_extension())
+		{
+			end_tx();
+			return;
+		}
 		v[0] = TimestampTzGetDatum(now - (TimestampTz) wf_retention_s * USECS_PER_SEC);
 		deleted = wf_query(&q_purge, v, NULL, 0);
 		end_tx();
@@ -1092,6 +1187,35 @@ maybe_sweep(void)
 		seen_signal_generation = g;
 		sweep_events();
 	}
+}
+
+/*
+ * The executor's own statements run as the bootstrap superuser, so nothing
+ * that an ordinary role can set may change how they are resolved or run.
+ * The owner of a database can attach settings to it (ALTER DATABASE ...
+ * SET), which every connection to it applies: a search_path naming a
+ * schema of theirs before pg_catalog would let an operator of theirs be
+ * picked by the executor's own queries.  These session-level settings
+ * override the database's; the settings that user code makes are undone
+ * after each run and step (see owner.c).
+ */
+static void
+pin_session_settings(void)
+{
+	static const char *const pins[][2] = {
+		{"search_path", "pg_catalog, pg_temp"},
+		{"default_transaction_isolation", "read committed"},
+		{"default_transaction_read_only", "off"},
+		{"default_transaction_deferrable", "off"},
+		{"statement_timeout", "0"},
+		{"lock_timeout", "0"},
+		{"idle_in_transaction_session_timeout", "0"},
+		{"session_replication_role", "origin"},
+	};
+
+	for (size_t i = 0; i < lengthof(pins); i++)
+		(void) set_config_option(pins[i][0], pins[i][1], PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
 }
 
 void
@@ -1128,11 +1252,28 @@ wf_executor_main(Datum arg)
 
 	step_timeout_id = RegisterTimeout(USER_TIMEOUT, step_timeout_handler);
 
-	begin_tx();
-	check_extension();
-	wf_crash_init(my_slot->dboid, my_slot->index);
-	wf_crash_recover(my_slot->dboid, my_slot->index);
-	end_tx();
+	pin_session_settings();
+
+	/* nothing is touched until the SQL objects are of the library's version */
+	for (;;)
+	{
+		bool		ready;
+
+		begin_tx();
+		ready = check_extension();
+		if (ready)
+		{
+			wf_crash_init(my_slot->dboid, my_slot->index);
+			wf_crash_recover(my_slot->dboid, my_slot->index);
+		}
+		end_tx();
+		if (ready)
+			break;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 	wf_crash_clear_recovered(my_slot->dboid);
 
 	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);

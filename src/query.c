@@ -18,7 +18,11 @@
  */
 #include "workflows.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_namespace.h"
@@ -27,6 +31,7 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/json.h"
 #include "utils/syscache.h"
 
@@ -200,4 +205,55 @@ wf_function_hash(Oid fn)
 	}
 	ReleaseSysCache(tup);
 	return (int64) h;
+}
+
+/*
+ * The version of the extension's SQL objects in this database
+ * (pg_extension.extversion), or NULL when the extension is not created.
+ * The library serves exactly one version of them, WF_EXTVERSION: after the
+ * library was replaced, a database stays on the old version until
+ * ALTER EXTENSION workflows UPDATE.
+ */
+char *
+wf_installed_version(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tup;
+	char	   *version = NULL;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("workflows"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+
+		version = isnull ? pstrdup("") : TextDatumGetCString(d);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return version;
+}
+
+/*
+ * Refuse to act on SQL objects of another version than the library's
+ * (between a library upgrade and ALTER EXTENSION UPDATE).
+ */
+void
+wf_check_installed_version(void)
+{
+	char	   *version = wf_installed_version();
+
+	if (version != NULL && strcmp(version, WF_EXTVERSION) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"workflows\" is at version %s but its library is version %s",
+						version, WF_EXTVERSION),
+				 errhint("Run ALTER EXTENSION workflows UPDATE.")));
 }

@@ -582,10 +582,55 @@ wf_wait_for_event(PG_FUNCTION_ARGS)
 	yield(key);
 }
 
+/* the workflow function's call, run by wf_run_as() as the owner */
+typedef struct WfReplayCall
+{
+	Oid			fn;
+	Oid			owner;
+	Jsonb	   *event;
+	Jsonb	   *output;
+} WfReplayCall;
+
+static void
+replay_callback(void *arg)
+{
+	WfReplayCall *call = (WfReplayCall *) arg;
+	FmgrInfo	flinfo;
+	AclResult	aclresult;
+	Datum		d;
+	Jsonb	   *out;
+
+	LOCAL_FCINFO(fcinfo, 1);
+
+	aclresult = wf_proc_aclcheck(call->fn, call->owner, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(call->fn));
+
+	fmgr_info(call->fn, &flinfo);
+	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = JsonbPGetDatum(call->event);
+	fcinfo->args[0].isnull = false;
+
+	R.active = true;
+	d = FunctionCallInvoke(fcinfo);
+	R.active = false;
+
+	if (R.yielded)
+		return;
+	out = wf_datum_to_jsonb(d, get_func_rettype(call->fn), fcinfo->isnull);
+	if (out != NULL && VARSIZE(out) > (Size) wf_max_output_size)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+				 errmsg("workflow output is %u bytes, more than workflows.max_output_size (%d)",
+						(unsigned int) VARSIZE(out), wf_max_output_size)));
+	call->output = out;
+}
+
 /*
  * Run the workflow function once, as "owner", in a subtransaction that is
- * always rolled back: writes made by workflow code between steps never
- * persist, so a replay sees the same database a first run did.
+ * always rolled back (wf_run_as() without keep): writes made by workflow
+ * code between steps never persist, so a replay sees the same database a
+ * first run did.
  *
  * Returns what happened.  On WF_RUN_COMPLETE *output is the result (NULL
  * for SQL NULL); on WF_RUN_ERRORED *error is the error; on WF_RUN_YIELD the
@@ -596,9 +641,8 @@ wf_wait_for_event(PG_FUNCTION_ARGS)
 WfRunResult
 wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error)
 {
-	MemoryContext callcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	WfRunResult result;
+	WfReplayCall call;
+	ErrorData  *edata;
 
 	MemoryContextReset(R.runcxt);
 	memset(&R.action, 0, sizeof(R.action));
@@ -609,82 +653,21 @@ wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error
 	*output = NULL;
 	*error = NULL;
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(callcxt);
+	call.fn = fn;
+	call.owner = owner;
+	call.event = event;
+	call.output = NULL;
+	edata = wf_run_as(owner, false, replay_callback, &call);
+	R.active = false;
 
-	PG_TRY();
+	/* our own flag decides: workflow code may have swallowed the yield */
+	if (R.yielded)
+		return WF_RUN_YIELD;
+	if (edata != NULL)
 	{
-		Oid			save_userid;
-		int			save_sec;
-		int			nest;
-		FmgrInfo	flinfo;
-		AclResult	aclresult;
-		Datum		d;
-		Jsonb	   *out;
-
-		LOCAL_FCINFO(fcinfo, 1);
-
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
-		nest = NewGUCNestLevel();
-		(void) set_config_option("search_path", wf_step_search_path,
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
-
-		aclresult = wf_proc_aclcheck(fn, owner, ACL_EXECUTE);
-		if (aclresult != ACLCHECK_OK)
-			aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
-
-		fmgr_info(fn, &flinfo);
-		InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
-		fcinfo->args[0].value = JsonbPGetDatum(event);
-		fcinfo->args[0].isnull = false;
-
-		R.active = true;
-		d = FunctionCallInvoke(fcinfo);
-		R.active = false;
-
-		MemoryContextSwitchTo(callcxt);
-		if (!R.yielded)
-		{
-			out = wf_datum_to_jsonb(d, get_func_rettype(fn), fcinfo->isnull);
-			if (out != NULL && VARSIZE(out) > (Size) wf_max_output_size)
-				ereport(ERROR,
-						(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
-						 errmsg("workflow output is %u bytes, more than workflows.max_output_size (%d)",
-								(unsigned int) VARSIZE(out), wf_max_output_size)));
-			*output = out;
-		}
-
-		AtEOXact_GUC(false, nest);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(callcxt);
-		CurrentResourceOwner = oldowner;
-		result = R.yielded ? WF_RUN_YIELD : WF_RUN_COMPLETE;
+		*error = edata;
+		return WF_RUN_ERRORED;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		R.active = false;
-		MemoryContextSwitchTo(callcxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(callcxt);
-		CurrentResourceOwner = oldowner;
-		if (R.yielded)
-			result = WF_RUN_YIELD;
-		else
-		{
-			*error = edata;
-			result = WF_RUN_ERRORED;
-		}
-	}
-	PG_END_TRY();
-
-	if (result == WF_RUN_YIELD)
-		*output = NULL;
-	return result;
+	*output = call.output;
+	return WF_RUN_COMPLETE;
 }

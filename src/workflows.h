@@ -31,6 +31,11 @@
 #include "compat.h"
 #include "errors.h"
 
+/* the version of the SQL objects this library serves (from the Makefile) */
+#ifndef WF_EXTVERSION
+#error "WF_EXTVERSION must be defined (see the Makefile)"
+#endif
+
 /* longest instance id and step name, in bytes */
 #define WF_MAX_ID_LEN		200
 #define WF_MAX_NAME_LEN		200
@@ -165,6 +170,8 @@ typedef struct WfQuery
 
 extern int	wf_query(WfQuery *q, Datum *values, const char *nulls, long count);
 extern Oid	wf_extension_owner(void);
+extern char *wf_installed_version(void);
+extern void wf_check_installed_version(void);
 extern Datum wf_get_datum(int row, int col, bool *isnull);
 extern char *wf_get_text(int row, int col);
 extern Jsonb *wf_get_jsonb(int row, int col);
@@ -186,6 +193,10 @@ extern void wf_crash_note_attempt(const char *id, struct WfAction *a, Jsonb *con
 extern void wf_crash_clear(void);
 extern void wf_crash_recover(Oid dboid, int myindex);
 extern void wf_crash_clear_recovered(Oid dboid);
+
+/* ---- owner.c ---- */
+extern ErrorData *wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg);
+extern void wf_clean_session(void);
 
 /* ---- replay.c ---- */
 
