@@ -490,7 +490,10 @@ if (( ${#TAP_FILES[@]} )); then
     say "running ${#TAP_FILES[@]} file(s), up to $TAP_JOBS at a time ..."
     run_tap() {   # $1 = file, $2 = log
         local rc=0 pid
+        # WORKFLOWS_REPO: the checkout with the history (the copy in $WORK has
+        # no .git); 011_upgrade builds the released 0.1 from it
         "${AS_PG[@]}" env TESTDIR="$WORK" PGPORT=65432 PG_REGRESS="$PG_REGRESS" \
+            WORKFLOWS_REPO="$REPO" \
             timeout -k 10 "$TEST_TIMEOUT" prove -I "$PG_PERL_LIB" -I "$WORK" -I "$WORK/test/t" \
             "$1" >"$2" 2>&1 &
         pid=$!
