@@ -7,3 +7,6 @@
  * (sql/install/) and a 0.1 database updated with this script end with the
  * same schema (test/t/011_upgrade.pl compares them).
  */
+
+-- orderly stops are not crashes: attempts they cut short are counted apart
+ALTER TABLE workflows.steps ADD COLUMN interrupted integer NOT NULL DEFAULT 0;

@@ -20,6 +20,17 @@
  * other failed step.  The file costs a small write() and a rename() per
  * attempt, far less than the extra commit it replaces.
  *
+ * An orderly stop is not a crash: a fast or immediate shutdown, an
+ * administrator's pg_terminate_backend(), the extension's own stop requests
+ * (DROP DATABASE) and the postmaster's SIGQUIT after another process
+ * crashed interrupt a healthy step.  The executor then renames its file to
+ * "<file>.stop" on the way out (wf_crash_orderly_stop()); such an attempt is
+ * recorded as interrupted by a shutdown (SQLSTATE 57P01), the step runs
+ * again at once, and neither its quarantine count nor its retry limit is
+ * charged.  Only an exit the step's own process caused -- SIGKILL, a
+ * segmentation fault, a FATAL error raised by the step (including
+ * terminating its own backend) -- counts toward quarantine.
+ *
  * IDENTIFICATION
  *	  src/crash.c
  *
@@ -42,6 +53,7 @@
 #define WF_CRASH_DIR	"pg_workflows"
 
 static char crash_path[MAXPGPATH];
+static char stop_path[MAXPGPATH];
 static bool crash_file_written = false;
 static int	recovered[WF_MAX_WORKERS_LIMIT];
 static int	nrecovered = 0;
@@ -61,14 +73,14 @@ static WfQuery q_crashes = {
 
 static WfQuery q_crash_step = {
 	"INSERT INTO workflows.steps AS s (instance_id, key, seq, name, type, status, error, "
-	"  config, hash, attempts, started_at, ended_at, wake_at) "
+	"  config, hash, attempts, started_at, ended_at, wake_at, interrupted) "
 	"VALUES ($1, $2, $3, $4, 'step', $5, $6, $7, $8, $9, $10, "
-	"        CASE WHEN $5 = 'failed' THEN now() END, CASE WHEN $5 = 'retrying' THEN now() END) "
+	"        CASE WHEN $5 = 'failed' THEN now() END, CASE WHEN $5 = 'retrying' THEN now() END, $11) "
 	"ON CONFLICT (instance_id, key) DO UPDATE SET status = EXCLUDED.status, "
 	"  error = EXCLUDED.error, attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, "
-	"  wake_at = EXCLUDED.wake_at",
-	10, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID,
-		INT4OID, TIMESTAMPTZOID}, NULL
+	"  wake_at = EXCLUDED.wake_at, interrupted = s.interrupted + EXCLUDED.interrupted",
+	11, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT8OID,
+		INT4OID, TIMESTAMPTZOID, INT4OID}, NULL
 };
 
 static WfQuery q_crash_attempt = {
@@ -94,6 +106,20 @@ wf_crash_init(Oid dboid, int index)
 				 errmsg("could not create directory \"%s\": %m", WF_CRASH_DIR)));
 	snprintf(crash_path, sizeof(crash_path), "%s/executor_%u_%d",
 			 WF_CRASH_DIR, dboid, index);
+	snprintf(stop_path, sizeof(stop_path), "%s.stop", crash_path);
+}
+
+/*
+ * The executor is being stopped in an orderly way while an attempt may be
+ * running: mark its file as such.  Async-signal-safe (a rename() of
+ * prepared paths), so that the SIGQUIT handler, which exits at once, can
+ * call it.
+ */
+void
+wf_crash_orderly_stop(void)
+{
+	if (crash_file_written)
+		(void) rename(crash_path, stop_path);
 }
 
 /*
@@ -177,7 +203,7 @@ field(Jsonb *j, const char *key)
  * attempts.  Nothing is done if the attempt did commit after all.
  */
 static void
-recover_file(const char *path)
+recover_file(const char *path, bool orderly)
 {
 	struct stat st;
 	char	   *text;
@@ -187,8 +213,8 @@ recover_file(const char *path)
 			   *key;
 	int			attempt,
 				crashes;
-	Datum		v[10];
-	char		n[10];
+	Datum		v[11];
+	char		n[11];
 	bool		isnull;
 	char	   *message;
 	StringInfoData err;
@@ -256,28 +282,39 @@ recover_file(const char *path)
 	}
 
 	wf_query(&q_crashes, v, NULL, 1);
-	crashes = (int) DatumGetInt64(wf_get_datum(0, 1, &isnull)) + 1;
+	crashes = (int) DatumGetInt64(wf_get_datum(0, 1, &isnull)) + (orderly ? 0 : 1);
 
-	if (crashes >= wf_max_step_crashes)
-		message = psprintf("step \"%s\" was interrupted %d times by the exit of its executor and is quarantined",
-						   key, crashes);
-	else
-		message = psprintf("the executor running step \"%s\" exited during the attempt", key);
 	initStringInfo(&err);
-	appendStringInfoString(&err, "{\"message\": ");
-	escape_json(&err, message);
-	appendStringInfoString(&err, ", \"sqlstate\": \"WF008\"}");
+	if (orderly)
+	{
+		message = psprintf("step \"%s\" was interrupted by a shutdown of its executor", key);
+		appendStringInfoString(&err, "{\"message\": ");
+		escape_json(&err, message);
+		appendStringInfoString(&err, ", \"sqlstate\": \"57P01\"}");
+	}
+	else
+	{
+		if (crashes >= wf_max_step_crashes)
+			message = psprintf("step \"%s\" was interrupted %d times by the exit of its executor and is quarantined",
+							   key, crashes);
+		else
+			message = psprintf("the executor running step \"%s\" exited during the attempt", key);
+		appendStringInfoString(&err, "{\"message\": ");
+		escape_json(&err, message);
+		appendStringInfoString(&err, ", \"sqlstate\": \"WF008\"}");
+	}
 
 	memset(n, ' ', sizeof(n));
 	v[2] = Int32GetDatum(atoi(field(j, "seq")));
 	v[3] = CStringGetTextDatum(field(j, "name"));
-	v[4] = CStringGetTextDatum(crashes >= wf_max_step_crashes ? "failed" : "retrying");
+	v[4] = CStringGetTextDatum(!orderly && crashes >= wf_max_step_crashes ? "failed" : "retrying");
 	v[5] = JsonbPGetDatum(wf_cstring_jsonb(err.data));
 	v[6] = JsonbPGetDatum(wf_cstring_jsonb(field(j, "config")));
 	v[7] = Int64GetDatum(strtoi64(field(j, "hash"), NULL, 10));
 	v[8] = Int32GetDatum(attempt);
 	v[9] = DirectFunctionCall3(timestamptz_in, CStringGetDatum(field(j, "started")),
 							   ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	v[10] = Int32GetDatum(orderly ? 1 : 0);
 	wf_query(&q_crash_step, v, n, 0);
 
 	v[2] = Int32GetDatum(attempt);
@@ -288,6 +325,17 @@ recover_file(const char *path)
 
 	ereport(LOG,
 			(errmsg("workflows: %s (instance \"%s\")", message, id)));
+}
+
+static void
+recover_index(Oid dboid, int index)
+{
+	char		path[MAXPGPATH];
+
+	snprintf(path, sizeof(path), "%s/executor_%u_%d", WF_CRASH_DIR, dboid, index);
+	recover_file(path, false);
+	snprintf(path, sizeof(path), "%s/executor_%u_%d.stop", WF_CRASH_DIR, dboid, index);
+	recover_file(path, true);
 }
 
 /*
@@ -306,7 +354,6 @@ wf_crash_recover(Oid dboid, int myindex)
 
 	for (index = 0; index < wf_max_workers; index++)
 	{
-		char		path[MAXPGPATH];
 		bool		running = false;
 
 		if (index != myindex)
@@ -321,8 +368,7 @@ wf_crash_recover(Oid dboid, int myindex)
 		}
 		if (running)
 			continue;
-		snprintf(path, sizeof(path), "%s/executor_%u_%d", WF_CRASH_DIR, dboid, index);
-		recover_file(path);
+		recover_index(dboid, index);
 		recovered[nrecovered++] = index;
 	}
 }
@@ -335,11 +381,15 @@ wf_crash_clear_recovered(Oid dboid)
 	{
 		char		path[MAXPGPATH];
 
-		snprintf(path, sizeof(path), "%s/executor_%u_%d", WF_CRASH_DIR, dboid, recovered[k]);
-		if (unlink(path) < 0 && errno != ENOENT)
-			ereport(WARNING,
-					(errcode_for_file_access(),
-					 errmsg("could not remove file \"%s\": %m", path)));
+		for (int orderly = 0; orderly <= 1; orderly++)
+		{
+			snprintf(path, sizeof(path), "%s/executor_%u_%d%s", WF_CRASH_DIR, dboid,
+					 recovered[k], orderly ? ".stop" : "");
+			if (unlink(path) < 0 && errno != ENOENT)
+				ereport(WARNING,
+						(errcode_for_file_access(),
+						 errmsg("could not remove file \"%s\": %m", path)));
+		}
 	}
 	nrecovered = 0;
 }

@@ -55,6 +55,8 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include <signal.h>
+
 #include "storage/ipc.h"
 #include "storage/lock.h"
 #include "storage/lwlock.h"
@@ -93,8 +95,8 @@ static WfQuery q_claim_one = {
 };
 
 static WfQuery q_memos = {
-	"SELECT key, type, status, output, error, hash, wake_at, attempts, seq, started_at "
-	"FROM workflows.steps WHERE instance_id = $1",
+	"SELECT key, type, status, output, error, hash, wake_at, attempts, seq, started_at, "
+	"  interrupted FROM workflows.steps WHERE instance_id = $1",
 	1, {TEXTOID}, NULL
 };
 
@@ -233,6 +235,61 @@ step_timeout_handler(void)
 	SetLatch(MyLatch);
 }
 
+/*
+ * Stops.  SIGTERM (a fast or smart shutdown, pg_terminate_backend(), the
+ * extension's own stop requests) and the postmaster's SIGQUIT (immediate
+ * shutdown, or another process crashed) end the executor in an orderly way:
+ * an attempt they cut short is the executor's misfortune, not the step's
+ * fault, and crash.c records it so.  A SIGTERM the step sends to its own
+ * backend (pg_terminate_backend(pg_backend_pid())) is the step's doing and
+ * counts as a crash, like SIGKILL or a segmentation fault.
+ */
+static volatile sig_atomic_t stop_requested = false;
+
+#ifndef WIN32
+static void
+executor_sigterm(int signo, siginfo_t *info, void *context)
+{
+	if (info == NULL || info->si_pid != MyProcPid)
+		stop_requested = true;
+	die(signo);
+}
+#endif
+
+static void
+executor_sigquit(SIGNAL_ARGS)
+{
+	wf_crash_orderly_stop();
+	SignalHandlerForCrashExit(postgres_signal_arg);
+}
+
+static void
+install_signal_handlers(void)
+{
+#ifndef WIN32
+	struct sigaction act;
+
+	memset(&act, 0, sizeof(act));
+	act.sa_sigaction = executor_sigterm;
+	sigemptyset(&act.sa_mask);
+	act.sa_flags = SA_SIGINFO | SA_RESTART;
+	if (sigaction(SIGTERM, &act, NULL) < 0)
+		elog(ERROR, "could not set the SIGTERM handler: %m");
+#else
+	pqsignal(SIGTERM, die);
+#endif
+	pqsignal(SIGQUIT, executor_sigquit);
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+}
+
+/* on the way out after SIGTERM: mark the attempt as cut short by a stop */
+static void
+executor_stopping(int code, Datum arg)
+{
+	if (stop_requested)
+		wf_crash_orderly_stop();
+}
+
 static void
 executor_detach(int code, Datum arg)
 {
@@ -358,6 +415,7 @@ load_memos(const char *id)
 		memo->attempts = DatumGetInt32(wf_get_datum(i, 8, &isnull));
 		memo->seq = DatumGetInt32(wf_get_datum(i, 9, &isnull));
 		memo->started = DatumGetTimestampTz(wf_get_datum(i, 10, &isnull));
+		memo->interrupted = DatumGetInt32(wf_get_datum(i, 11, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 }
@@ -414,12 +472,22 @@ memo_step(WfAction *a, char type, char status, Jsonb *output, Jsonb *error,
 	MemoryContextSwitchTo(old);
 }
 
+/*
+ * Attempts cut short by an orderly shutdown (crash.c) are not the step's
+ * doing: they count neither toward its retry limit nor its backoff.
+ */
+static int
+charged_attempts(WfAction *a)
+{
+	return a->attempt - a->interrupted;
+}
+
 static bool
 is_final_error(ErrorData *edata, WfAction *a)
 {
 	return edata->sqlerrcode == ERRCODE_WF_NON_RETRYABLE ||
 		edata->sqlerrcode == ERRCODE_WF_LIMIT_EXCEEDED ||
-		a->attempt > a->config.retries_limit;
+		charged_attempts(a) > a->config.retries_limit;
 }
 
 /*
@@ -553,7 +621,7 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 							wf_log_step_details ? edata->message : unpack_sql_state(edata->sqlerrcode))));
 			return true;
 		}
-		*retry_at = TimestampTzPlusMilliseconds(end, wf_retry_delay_ms(&a->config, a->attempt));
+		*retry_at = TimestampTzPlusMilliseconds(end, wf_retry_delay_ms(&a->config, charged_attempts(a)));
 		save_step(id, a, "step", "retrying", NULL, error, config, a->attempt, 0, *retry_at);
 		wf_query(&q_attempt, v, n, 0);
 		memo_step(a, 's', 'r', NULL, error, a->attempt, *retry_at);
@@ -1229,8 +1297,7 @@ wf_executor_main(Datum arg)
 
 	my_slot = &wf_shared->slots[slotno];
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	install_signal_handlers();
 	BackgroundWorkerUnblockSignals();
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
@@ -1249,6 +1316,7 @@ wf_executor_main(Datum arg)
 	my_slot->proc = MyProc;
 	LWLockRelease(wf_shared->lock);
 	before_shmem_exit(executor_detach, 0);
+	before_shmem_exit(executor_stopping, 0);
 
 	step_timeout_id = RegisterTimeout(USER_TIMEOUT, step_timeout_handler);
 

@@ -305,6 +305,7 @@ continue_action(WfActionKind kind, WfMemo *memo, const char *name)
 	a->started = memo->started;
 	a->until = memo->wake_at;
 	a->attempt = memo->attempts + 1;
+	a->interrupted = memo->interrupted;
 	return a;
 }
 

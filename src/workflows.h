@@ -193,6 +193,7 @@ extern void wf_crash_note_attempt(const char *id, struct WfAction *a, Jsonb *con
 extern void wf_crash_clear(void);
 extern void wf_crash_recover(Oid dboid, int myindex);
 extern void wf_crash_clear_recovered(Oid dboid);
+extern void wf_crash_orderly_stop(void);
 
 /* ---- owner.c ---- */
 extern ErrorData *wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg);
@@ -224,6 +225,7 @@ typedef struct WfAction
 	Jsonb	   *args;			/* args or input */
 	WfStepConfig config;
 	int			attempt;		/* number of the attempt to run */
+	int			interrupted;	/* earlier attempts cut short by a shutdown */
 	/* WF_ACT_SLEEP: until; WF_ACT_EVENT: deadline */
 	TimestampTz until;
 	TimestampTz started;		/* first encounter of the step */
@@ -245,6 +247,7 @@ typedef struct WfMemo
 	char		status;			/* 'r'etrying, 'w'aiting, 'c'omplete, 'f'ailed */
 	int64		hash;
 	int			attempts;
+	int			interrupted;	/* of those, cut short by a shutdown */
 	int			seq;
 	TimestampTz wake_at;
 	TimestampTz started;

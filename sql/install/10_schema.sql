@@ -93,6 +93,9 @@ CREATE TABLE workflows.steps (
     ended_at    timestamptz,
     -- end of a sleep, deadline of an event wait, or time of the next retry
     wake_at     timestamptz,
+    -- attempts cut short by an orderly stop of their executor (shutdown,
+    -- pg_terminate_backend): not charged to the retry limit or quarantine
+    interrupted integer NOT NULL DEFAULT 0,
     PRIMARY KEY (instance_id, key)
 );
 

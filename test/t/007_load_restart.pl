@@ -143,8 +143,8 @@ is( $node->safe_psql('postgres',
 my ($interrupted, $other_failures) = split /\|/,
   $node->safe_psql(
 	'postgres', q{
-SELECT count(*) FILTER (WHERE error->>'sqlstate' = 'WF008'),
-       count(*) FILTER (WHERE error->>'sqlstate' IS DISTINCT FROM 'WF008')
+SELECT count(*) FILTER (WHERE error->>'sqlstate' IN ('WF008', '57P01')),
+       count(*) FILTER (WHERE error->>'sqlstate' NOT IN ('WF008', '57P01') OR error->>'sqlstate' IS NULL)
   FROM workflows.attempts WHERE NOT success
 });
 note "attempts recorded as interrupted by the stop: $interrupted";

@@ -1,0 +1,114 @@
+# 015_orderly_stop.pl
+#
+# Restarts are not crashes.  A healthy 2-second step is cut short again and
+# again by orderly stops -- a fast shutdown, an immediate shutdown,
+# pg_terminate_backend() of its executor -- with workflows.max_step_crashes
+# = 1 and a retry limit of 0, so that a single attempt charged as a crash or
+# as a failure would end the instance errored.  Each interrupted attempt
+# must be recorded as interrupted by a shutdown (57P01), retried at once
+# after the start, charged to neither, and the step must finally complete
+# with its effect written exactly once.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('orderly_stop');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'workflows'
+workflows.max_workers = 2
+workflows.max_step_crashes = 1
+max_worker_processes = 16
+});
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE EXTENSION workflows');
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE effects (instance text NOT NULL, step text NOT NULL);
+CREATE FUNCTION slow(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('slow',
+        'WITH nap AS (SELECT pg_sleep(2)) INSERT INTO public.effects SELECT $1::text, ''slow'' FROM nap RETURNING ''done''::text',
+        jsonb_build_array(event->>'instanceId'),
+        '{"retries": {"limit": 0}}');
+END
+$$;
+SELECT workflows.register('slow', 'slow(jsonb)');
+});
+
+# wait until an executor runs the step; returns its pid
+sub step_running
+{
+	my $pid;
+	$node->poll_query_until('postgres',
+		q{SELECT count(*) = 1 FROM pg_stat_activity
+		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'
+		    AND state = 'active'})
+	  or die 'the step did not start';
+	$pid = $node->safe_psql('postgres',
+		q{SELECT pid FROM pg_stat_activity
+		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'});
+	return $pid;
+}
+
+$node->safe_psql('postgres', q{SELECT workflows.create('slow', '{}', 'slow-1')});
+
+step_running();
+$node->stop('fast');
+$node->start;
+
+step_running();
+$node->stop('immediate');
+$node->start;
+
+my $pid = step_running();
+$node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
+
+$node->poll_query_until('postgres',
+	q{SELECT status IN ('complete', 'errored') FROM workflows.instances WHERE id = 'slow-1'})
+  or die 'the instance did not finish';
+
+is($node->safe_psql('postgres', q{SELECT status FROM workflows.instances WHERE id = 'slow-1'}),
+	'complete', 'the step completed despite three stops');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM effects WHERE instance = 'slow-1'}),
+	'1', 'its effect was written exactly once');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT string_agg(CASE WHEN success THEN 'ok' ELSE error->>'sqlstate' END, ',' ORDER BY attempt)
+FROM workflows.attempts WHERE instance_id = 'slow-1' AND step_key = 'slow'}),
+	'57P01,57P01,57P01,ok',
+	'three attempts recorded as interrupted by a shutdown, then the successful one');
+is( $node->safe_psql(
+		'postgres',
+		q{SELECT interrupted || '/' || attempts FROM workflows.steps WHERE instance_id = 'slow-1' AND key = 'slow'}),
+	'3/4', 'the step counts its interrupted attempts apart');
+is($node->safe_psql('postgres',
+		q{SELECT count(*) FROM workflows.attempts WHERE error->>'sqlstate' = 'WF008'}),
+	'0', 'no stop was counted as a crash');
+
+# a step that terminates its own executor is still the step's doing
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION suicide(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('suicide', 'SELECT pg_terminate_backend(pg_backend_pid())');
+END
+$$;
+SELECT workflows.register('suicide', 'suicide(jsonb)');
+SELECT workflows.create('suicide', '{}', 'suicide-1');
+});
+$node->poll_query_until('postgres',
+	q{SELECT status = 'errored' FROM workflows.instances WHERE id = 'suicide-1'})
+  or die 'the self-terminating step was not quarantined';
+is($node->safe_psql('postgres',
+		q{SELECT error->>'sqlstate' FROM workflows.instances WHERE id = 'suicide-1'}),
+	'WF008', 'a step terminating its own executor is quarantined (max_step_crashes = 1)');
+
+$node->stop;
+done_testing();
