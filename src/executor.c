@@ -222,6 +222,8 @@ typedef struct WfOutcome
 
 static WfWorkerSlot *my_slot;
 static WfInstance cur;
+/* the instance the current tick claimed ("" between ticks), for safe_tick() */
+static char ticking[WF_MAX_ID_LEN + 1];
 static TimeoutId step_timeout_id;
 static volatile sig_atomic_t step_timed_out = false;
 static uint64 seen_signal_generation = 0;
@@ -692,6 +694,21 @@ finish_sleeps(const char *id)
 	}
 }
 
+/* the error document of an instance the engine could not advance (WF009) */
+static Jsonb *
+engine_error(const char *message, const char *hint)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"message\": ");
+	escape_json(&buf, message);
+	appendStringInfoString(&buf, ", \"hint\": ");
+	escape_json(&buf, hint);
+	appendStringInfoString(&buf, ", \"sqlstate\": \"WF009\"}");
+	return wf_cstring_jsonb(buf.data);
+}
+
 static Jsonb *
 make_event(const char *id, Jsonb *params, TimestampTz created)
 {
@@ -966,6 +983,7 @@ tick(bool *claimed)
 
 	/* in the tick's context: used after the commit, when SPI's memory is gone */
 	id = MemoryContextStrdup(tickcxt, wf_get_text(0, 1));
+	strlcpy(ticking, id, sizeof(ticking));
 	owner = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
 	status = wf_get_text(0, 3);
 	revision = DatumGetInt64(wf_get_datum(0, 6, &isnull));
@@ -996,6 +1014,7 @@ tick(bool *claimed)
 		}
 		terminated = (strcmp(status, "terminated") == 0);
 		end_tx();
+		ticking[0] = '\0';
 		cur.valid = false;
 		if (terminated)
 			wf_wake_waiters(wf_id_hash(id));
@@ -1015,9 +1034,16 @@ tick(bool *claimed)
 
 	memset(&out, 0, sizeof(out));
 
+	/* the workflow's function was dropped: say so, not "cache lookup failed" */
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)))
+	{
+		out.status = "errored";
+		out.error = engine_error(psprintf("the function of workflow version %s (OID %u) was dropped",
+										  version, fn),
+								 "Register a new version of the workflow and create the instance again.");
+	}
 	/* a version whose function was replaced since: run what was registered */
-	if (code != NULL && SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)) &&
-		wf_function_hash(fn) != fn_hash)
+	else if (code != NULL && wf_function_hash(fn) != fn_hash)
 	{
 		ErrorData  *error = NULL;
 
@@ -1146,6 +1172,7 @@ tick(bool *claimed)
 	}
 	final = !is_runnable_status(out.status);
 	end_tx();
+	ticking[0] = '\0';
 	wf_crash_clear();
 	MemoryContextSwitchTo(tickcxt);
 
@@ -1159,6 +1186,119 @@ tick(bool *claimed)
 	/* an event may have been committed while we held the instance */
 	if (pg_atomic_read_u64(&wf_shared->signal_generation) != generation)
 		SetLatch(MyLatch);
+	return again;
+}
+
+static WfQuery q_tick_failed = {
+	"UPDATE workflows.instances SET wake_at = now() + interval '1 second', "
+	"  revision = revision + 1 WHERE id = $1 AND wake_at IS NOT NULL",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_park_failed = {
+	"UPDATE workflows.instances SET status = 'errored', wake_at = NULL, waiting_for = NULL, "
+	"  error = $2, ended_at = now(), revision = revision + 1 "
+	"WHERE id = $1 AND status IN ('queued', 'running', 'waiting')",
+	2, {TEXTOID, JSONBOID}, NULL
+};
+
+/* how many failed ticks an executor allows an instance before parking it */
+#define WF_MAX_TICK_FAILURES	3
+
+/*
+ * tick(), with the errors that escape it contained.  Errors of the step and
+ * of the workflow function are the instance's own and never get here
+ * (wf_run_as() catches them); what does get here is the engine failing
+ * around them -- its bookkeeping, the catalog, an instance it cannot read.
+ * Left alone, such an error would end the executor, and its successor
+ * would claim the same instance first again, forever.  Instead the
+ * transaction is rolled back, the instance is put back a second later (so
+ * the others run first), and after WF_MAX_TICK_FAILURES failures in this
+ * executor it is parked as errored with WF009 and the error, for
+ * workflows.restart() once the cause is fixed.  A cancel
+ * (pg_cancel_backend) is not the instance's fault and is only retried.
+ */
+static bool
+safe_tick(bool *claimed)
+{
+	static struct
+	{
+		char		id[WF_MAX_ID_LEN + 1];
+		int			failures;
+	}			seen[16];
+	static int	next_seen = 0;
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool again = false;
+
+	ticking[0] = '\0';
+	PG_TRY();
+	{
+		again = tick(claimed);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+		char		id[WF_MAX_ID_LEN + 1];
+		int			failures = 0;
+		int			k;
+		Datum		v[2];
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		disable_timeout(step_timeout_id, false);
+		(void) wf_in_step(false);
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(cxt);
+		wf_crash_clear();
+		cur.valid = false;
+		strlcpy(id, ticking, sizeof(id));
+		ticking[0] = '\0';
+		if (id[0] == '\0')
+			ReThrowError(edata);	/* nothing claimed: not an instance's problem */
+
+		ereport(LOG,
+				(errmsg("workflows: could not advance instance \"%s\": %s", id, edata->message)));
+		if (edata->sqlerrcode != ERRCODE_QUERY_CANCELED)
+		{
+			for (k = 0; k < (int) lengthof(seen); k++)
+				if (strcmp(seen[k].id, id) == 0)
+					break;
+			if (k == (int) lengthof(seen))
+			{
+				k = next_seen;
+				next_seen = (next_seen + 1) % lengthof(seen);
+				strlcpy(seen[k].id, id, sizeof(seen[k].id));
+				seen[k].failures = 0;
+			}
+			failures = ++seen[k].failures;
+		}
+
+		begin_tx();
+		v[0] = CStringGetTextDatum(id);
+		if (failures >= WF_MAX_TICK_FAILURES)
+		{
+			v[1] = JsonbPGetDatum(engine_error(psprintf("the instance could not be advanced %d times: %s",
+														failures, edata->message),
+											   "Fix the cause, then run workflows.restart() on the instance."));
+			wf_query(&q_park_failed, v, NULL, 0);
+			seen[k].id[0] = '\0';
+			if (wf_notify)
+				notify_final(id, "errored");
+		}
+		else
+			wf_query(&q_tick_failed, v, NULL, 0);
+		end_tx();
+		if (failures >= WF_MAX_TICK_FAILURES)
+		{
+			ereport(LOG,
+					(errmsg("workflows: instance \"%s\" is parked as errored (WF009)", id)));
+			wf_wake_waiters(wf_id_hash(id));
+		}
+		*claimed = true;
+		again = false;
+	}
+	PG_END_TRY();
 	return again;
 }
 
@@ -1375,7 +1515,7 @@ wf_executor_main(Datum arg)
 		{
 			maybe_sweep();
 			MemoryContextReset(loopcxt);
-			while (tick(&claimed))
+			while (safe_tick(&claimed))
 			{
 				CHECK_FOR_INTERRUPTS();
 				MemoryContextReset(loopcxt);

@@ -1,0 +1,117 @@
+# 016_engine_errors.pl
+#
+# No crash loops.  An error outside the step and the workflow function --
+# the engine's own bookkeeping failing for one instance -- must not end the
+# executor (whose successor would claim the same instance first again,
+# forever): the instance is retried a few times, then parked as errored
+# with WF009, the executors keep their processes, and every other instance
+# keeps running.  A workflow whose function was dropped fails with a clear
+# error, not "cache lookup failed".
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+my $node = PostgreSQL::Test::Cluster->new('engine_errors');
+$node->init;
+$node->append_conf(
+	'postgresql.conf', q{
+shared_preload_libraries = 'workflows'
+workflows.max_workers = 2
+max_worker_processes = 16
+});
+$node->start;
+
+$node->safe_psql('postgres', 'CREATE EXTENSION workflows');
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE effects (instance text NOT NULL, step text NOT NULL);
+CREATE FUNCTION named(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step(event->'payload'->>'step',
+        'INSERT INTO public.effects VALUES ($1::text, $2::text) RETURNING 1',
+        jsonb_build_array(event->>'instanceId', event->'payload'->>'step'));
+END
+$$;
+SELECT workflows.register('named', 'named(jsonb)');
+});
+
+my $pids_before = $node->safe_psql('postgres',
+	q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+	  WHERE application_name = 'workflows executor'});
+
+# sabotage the bookkeeping for one step key: recording it fails after the
+# step ran, outside the step's own subtransaction
+$node->safe_psql('postgres',
+	q{ALTER TABLE workflows.steps ADD CONSTRAINT sabotage CHECK (key <> 'boom') NOT VALID});
+$node->safe_psql(
+	'postgres', q{
+SELECT workflows.create('named', '{"step": "boom"}', 'boom-1');
+SELECT workflows.create('named', jsonb_build_object('step', 'fine'), 'fine-' || i)
+  FROM generate_series(1, 20) i;
+});
+
+$node->poll_query_until('postgres',
+	q{SELECT status = 'errored' FROM workflows.instances WHERE id = 'boom-1'})
+  or die 'the failing instance was not parked';
+is( $node->safe_psql('postgres',
+		q{SELECT error->>'sqlstate' FROM workflows.instances WHERE id = 'boom-1'}),
+	'WF009', 'the instance the engine could not advance is parked with WF009');
+like(
+	$node->safe_psql('postgres',
+		q{SELECT error->>'message' FROM workflows.instances WHERE id = 'boom-1'}),
+	qr/could not be advanced 3 times: .*sabotage/,
+	'its error says why');
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 20 FROM workflows.instances WHERE id LIKE 'fine-%' AND status = 'complete'})
+  or die 'the other instances did not complete';
+pass('every other instance completed');
+is( $node->safe_psql('postgres',
+		q{SELECT count(*) FROM effects WHERE instance = 'boom-1'}),
+	'0', 'the parked instance left no effect (its step was rolled back with the bookkeeping)');
+is( $node->safe_psql('postgres',
+		q{SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity
+		  WHERE application_name = 'workflows executor'}),
+	$pids_before, 'no executor exited');
+
+# fixed: restart() runs it again
+$node->safe_psql('postgres', q{ALTER TABLE workflows.steps DROP CONSTRAINT sabotage});
+$node->safe_psql('postgres', q{SELECT workflows.restart('boom-1')});
+$node->poll_query_until('postgres',
+	q{SELECT status = 'complete' FROM workflows.instances WHERE id = 'boom-1'})
+  or die 'the restarted instance did not complete';
+pass('after the cause is fixed, restart() completes it');
+
+# a dropped workflow function
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION doomed(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.wait_for_event('go', 'go', '1 hour');
+    RETURN '1';
+END
+$$;
+SELECT workflows.register('doomed', 'doomed(jsonb)');
+SELECT workflows.create('doomed', '{}', 'doomed-1');
+});
+$node->poll_query_until('postgres',
+	q{SELECT status = 'waiting' FROM workflows.instances WHERE id = 'doomed-1'})
+  or die 'doomed-1 did not wait';
+$node->safe_psql('postgres', q{DROP FUNCTION doomed(jsonb); SELECT workflows.send_event('doomed-1', 'go')});
+$node->poll_query_until('postgres',
+	q{SELECT status = 'errored' FROM workflows.instances WHERE id = 'doomed-1'})
+  or die 'doomed-1 did not end';
+is( $node->safe_psql('postgres',
+		q{SELECT (error->>'sqlstate') || ' ' || (error->>'message') FROM workflows.instances WHERE id = 'doomed-1'}),
+	'WF009 the function of workflow version '
+	  . $node->safe_psql('postgres', q{SELECT version_id FROM workflows.instances WHERE id = 'doomed-1'})
+	  . ' (OID '
+	  . $node->safe_psql('postgres', q{SELECT v.fn::oid FROM workflows.versions v JOIN workflows.instances i USING (version_id) WHERE i.id = 'doomed-1'})
+	  . ') was dropped',
+	'a dropped workflow function fails its instances with a clear WF009 error');
+
+$node->stop;
+done_testing();
