@@ -95,9 +95,11 @@ static WfQuery q_claim_one = {
 };
 
 static WfQuery q_memos = {
-	"SELECT key, type, status, output, error, hash, wake_at, attempts, seq, started_at, "
-	"  interrupted FROM workflows.steps WHERE instance_id = $1",
-	1, {TEXTOID}, NULL
+	"SELECT key, type, status, "
+	"  CASE WHEN sum(pg_column_size(output)) OVER (ORDER BY seq) <= $2 THEN output END, "
+	"  error, hash, wake_at, attempts, seq, started_at, interrupted, output IS NOT NULL "
+	"FROM workflows.steps WHERE instance_id = $1",
+	2, {TEXTOID, INT8OID}, NULL
 };
 
 static WfQuery q_step_upsert = {
@@ -387,15 +389,16 @@ memo_type(const char *t)
 static void
 load_memos(const char *id)
 {
-	Datum		values[1];
+	Datum		values[2];
 	MemoryContext old;
 	int			n,
 				i;
 
 	wf_replay_reset(id);
 	values[0] = CStringGetTextDatum(id);
+	/* outputs beyond the cache's budget are not even read (see replay.c) */
+	values[1] = Int64GetDatum((int64) wf_memo_cache_kb * 1024);
 	n = wf_query(&q_memos, values, NULL, 0);
-	old = MemoryContextSwitchTo(wf_replay_cxt());
 	for (i = 0; i < n; i++)
 	{
 		char	   *key = wf_get_text(i, 1);
@@ -408,8 +411,12 @@ load_memos(const char *id)
 		memo->type = memo_type(type);
 		memo->status = status[0] == 'r' ? 'r' : status[0] == 'w' ? 'w' :
 			status[0] == 'c' ? 'c' : 'f';
-		memo->output = wf_get_jsonb(i, 4);
+		d = wf_get_datum(i, 4, &isnull);
+		memo->output = isnull ? NULL : wf_replay_keep_output(DatumGetJsonbP(d));
+		memo->stored_output = DatumGetBool(wf_get_datum(i, 12, &isnull));
+		old = MemoryContextSwitchTo(wf_replay_cxt());
 		memo->error = wf_get_jsonb(i, 5);
+		MemoryContextSwitchTo(old);
 		d = wf_get_datum(i, 6, &isnull);
 		memo->hash = isnull ? 0 : DatumGetInt64(d);
 		d = wf_get_datum(i, 7, &isnull);
@@ -419,7 +426,6 @@ load_memos(const char *id)
 		memo->started = DatumGetTimestampTz(wf_get_datum(i, 10, &isnull));
 		memo->interrupted = DatumGetInt32(wf_get_datum(i, 11, &isnull));
 	}
-	MemoryContextSwitchTo(old);
 }
 
 /* write a step row (insert or update); NULL pointers and 0 times are NULL */
@@ -469,7 +475,8 @@ memo_step(WfAction *a, char type, char status, Jsonb *output, Jsonb *error,
 	memo->seq = a->seq;
 	memo->started = a->started;
 	memo->wake_at = wake;
-	memo->output = output ? DatumGetJsonbPCopy(JsonbPGetDatum(output)) : NULL;
+	memo->output = wf_replay_keep_output(output);
+	memo->stored_output = (output != NULL);
 	memo->error = error ? DatumGetJsonbPCopy(JsonbPGetDatum(error)) : NULL;
 	MemoryContextSwitchTo(old);
 }

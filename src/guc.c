@@ -27,6 +27,7 @@ int			wf_max_steps = 10000;
 int			wf_max_step_crashes = 3;
 char	   *wf_step_search_path = NULL;
 int			wf_retention_s = 7 * 24 * 3600;
+int			wf_memo_cache_kb = 16 * 1024;
 int			wf_log_level = WF_LOG_FAILURES;
 bool		wf_log_step_details = true;
 bool		wf_notify = true;
@@ -119,6 +120,14 @@ wf_define_gucs(void)
 							&wf_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.memo_cache_size",
+							"Most memory an executor keeps for the step outputs of the instance it runs.",
+							"Outputs beyond it stay in workflows.steps and are read when a replay reaches their step.",
+							&wf_memo_cache_kb,
+							16 * 1024, 0, INT_MAX / 1024,
+							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("workflows.log_level",

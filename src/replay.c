@@ -65,6 +65,8 @@ typedef struct WfReplayState
 	HTAB	   *memos;
 	HTAB	   *counts;
 	int			nmemos;
+	char		instance[WF_MAX_ID_LEN + 1];	/* whose memos these are */
+	Size		output_bytes;	/* of the outputs kept in the cache */
 	uint32		run;
 	TimestampTz now;			/* the run's clock */
 	WfAction	action;
@@ -105,6 +107,25 @@ wf_replay_reset(const char *instance_id)
 	R.counts = hash_create("workflows step counts", 64, &ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	R.nmemos = 0;
+	R.output_bytes = 0;
+	strlcpy(R.instance, instance_id, sizeof(R.instance));
+}
+
+/*
+ * A copy of a step's output for the cache, or NULL when the cache already
+ * holds workflows.memo_cache_size of outputs: then the memo only notes
+ * that an output exists, and a replay that reaches the step reads it from
+ * workflows.steps (fetch_output()).  Keeps an executor's memory bounded
+ * whatever the instance's steps return.
+ */
+Jsonb *
+wf_replay_keep_output(Jsonb *output)
+{
+	if (output == NULL ||
+		R.output_bytes + VARSIZE(output) > (Size) wf_memo_cache_kb * 1024)
+		return NULL;
+	R.output_bytes += VARSIZE(output);
+	return DatumGetJsonbPCopy(JsonbPGetDatum(output));
 }
 
 /*
@@ -344,16 +365,58 @@ reraise(WfMemo *memo)
 			 errcontext("step \"%s\" failed for good", memo->key)));
 }
 
+static WfQuery q_output = {
+	"SELECT output FROM workflows.steps WHERE instance_id = $1 AND key = $2",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
 /*
- * A memoized output, returned without copying: returned datums are
- * read-only, and the cache outlives the run.
+ * A memoized output the cache did not keep, read from workflows.steps (as
+ * the owner, whose instance it is) into the caller's memory, which the
+ * caller frees: a long replay does not accumulate them.
+ */
+static Jsonb *
+fetch_output(const char *key)
+{
+	MemoryContext callcxt = CurrentMemoryContext;
+	Datum		v[2];
+	bool		isnull;
+	Jsonb	   *out = NULL;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	v[0] = CStringGetTextDatum(R.instance);
+	v[1] = CStringGetTextDatum(key);
+	if (wf_query(&q_output, v, NULL, 1) == 1)
+	{
+		Datum		d = wf_get_datum(0, 1, &isnull);
+
+		if (!isnull)
+		{
+			MemoryContext old = MemoryContextSwitchTo(callcxt);
+
+			out = DatumGetJsonbPCopy(d);
+			MemoryContextSwitchTo(old);
+		}
+	}
+	SPI_finish();
+	return out;
+}
+
+/*
+ * A memoized output, returned without copying when the cache holds it:
+ * returned datums are read-only, and the cache outlives the run.
  */
 static Datum
 memo_output(FunctionCallInfo fcinfo, WfMemo *memo)
 {
-	if (memo->output == NULL)
+	Jsonb	   *out = memo->output;
+
+	if (out == NULL && memo->stored_output)
+		out = fetch_output(memo->key);
+	if (out == NULL)
 		PG_RETURN_NULL();
-	PG_RETURN_JSONB_P(memo->output);
+	PG_RETURN_JSONB_P(out);
 }
 
 static int64

@@ -56,6 +56,7 @@ extern int	wf_max_steps;
 extern int	wf_max_step_crashes;
 extern char *wf_step_search_path;
 extern int	wf_retention_s;
+extern int	wf_memo_cache_kb;
 extern int	wf_log_level;
 extern bool wf_log_step_details;
 extern bool wf_notify;
@@ -251,7 +252,8 @@ typedef struct WfMemo
 	int			seq;
 	TimestampTz wake_at;
 	TimestampTz started;
-	Jsonb	   *output;
+	Jsonb	   *output;			/* NULL: none, or not kept (stored_output) */
+	bool		stored_output;	/* workflows.steps has an output */
 	Jsonb	   *error;
 } WfMemo;
 
@@ -259,6 +261,7 @@ extern void wf_replay_reset(const char *instance_id);
 extern WfMemo *wf_replay_memo(const char *key, bool create);
 extern int	wf_replay_memo_count(void);
 extern MemoryContext wf_replay_cxt(void);
+extern Jsonb *wf_replay_keep_output(Jsonb *output);
 extern WfRunResult wf_replay_run(Oid fn, Oid owner, Jsonb *event,
 								 Jsonb **output, ErrorData **error);
 extern WfAction *wf_replay_action(void);

@@ -6,7 +6,8 @@
 # forever): the instance is retried a few times, then parked as errored
 # with WF009, the executors keep their processes, and every other instance
 # keeps running.  A workflow whose function was dropped fails with a clear
-# error, not "cache lookup failed".
+# error, not "cache lookup failed".  And an executor's memory for step
+# outputs is bounded (workflows.memo_cache_size) without changing results.
 
 use strict;
 use warnings;
@@ -112,6 +113,35 @@ is( $node->safe_psql('postgres',
 	  . $node->safe_psql('postgres', q{SELECT v.fn::oid FROM workflows.versions v JOIN workflows.instances i USING (version_id) WHERE i.id = 'doomed-1'})
 	  . ') was dropped',
 	'a dropped workflow function fails its instances with a clear WF009 error');
+
+# bounded memory: with a 1 kB memo cache, most outputs of a long instance
+# are not kept by the executor but read back when a replay reaches them;
+# the workflow sees every one of them, unchanged
+$node->safe_psql('postgres', q{ALTER SYSTEM SET workflows.memo_cache_size = '1kB'; SELECT pg_reload_conf()});
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION long_outputs(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    total bigint := 0;
+    out jsonb;
+BEGIN
+    FOR i IN 1..40 LOOP
+        out := workflows.step('s', 'SELECT jsonb_build_object(''i'', $1::int, ''pad'', repeat(''x'', 200))',
+                              to_jsonb(i));
+        total := total + (out->>'i')::int + length(out->>'pad');
+    END LOOP;
+    RETURN to_jsonb(total);
+END
+$$;
+SELECT workflows.register('long-outputs', 'long_outputs(jsonb)');
+SELECT workflows.create('long-outputs', '{}', 'long-1');
+});
+$node->poll_query_until('postgres',
+	q{SELECT status = 'complete' FROM workflows.instances WHERE id = 'long-1'})
+  or die 'long-1 did not complete';
+is($node->safe_psql('postgres', q{SELECT output FROM workflows.instances WHERE id = 'long-1'}),
+	40 * 41 / 2 + 40 * 200,
+	'outputs beyond workflows.memo_cache_size are read back, unchanged, when replay needs them');
 
 $node->stop;
 done_testing();
