@@ -27,7 +27,7 @@ DATA_built = sql/workflows--$(EXTVERSION).sql
 DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql))
 EXTRA_CLEAN = $(DATA_built)
 
-REGRESS = test_setup engine steps control versions security races operations describe
+REGRESS = test_setup engine steps control versions security races operations describe stability
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 PG_CONFIG ?= pg_config

@@ -491,11 +491,33 @@ charged_attempts(WfAction *a)
 	return a->attempt - a->interrupted;
 }
 
+/*
+ * Errors that no retry can mend: the same step would fail the same way, so
+ * it fails at once instead of waiting through its backoff.  Documented in
+ * the README ("Errors").
+ */
+static bool
+is_permanent_error(int sqlerrcode)
+{
+	switch (sqlerrcode)
+	{
+		case ERRCODE_WF_NON_RETRYABLE:	/* workflows.fail() */
+		case ERRCODE_WF_LIMIT_EXCEEDED: /* output too large */
+		case ERRCODE_WF_NOT_IN_WORKFLOW:	/* step functions inside a step */
+		case ERRCODE_INVALID_TRANSACTION_TERMINATION:	/* COMMIT in a step */
+		case ERRCODE_FEATURE_NOT_SUPPORTED: /* e.g. LISTEN in a step */
+		case ERRCODE_SYNTAX_ERROR:
+		case ERRCODE_UNDEFINED_PARAMETER:	/* $n without an argument */
+			return true;
+		default:
+			return false;
+	}
+}
+
 static bool
 is_final_error(ErrorData *edata, WfAction *a)
 {
-	return edata->sqlerrcode == ERRCODE_WF_NON_RETRYABLE ||
-		edata->sqlerrcode == ERRCODE_WF_LIMIT_EXCEEDED ||
+	return is_permanent_error(edata->sqlerrcode) ||
 		charged_attempts(a) > a->config.retries_limit;
 }
 
@@ -945,6 +967,7 @@ tick(bool *claimed)
 {
 	MemoryContext tickcxt = CurrentMemoryContext;
 	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz tick_start = now;	/* no step of the tick starts earlier */
 	Datum		v[8];
 	char		n[8];
 	char	   *id;
@@ -1154,7 +1177,7 @@ tick(bool *claimed)
 	n[5] = out.error ? ' ' : 'n';
 	v[6] = TimestampTzGetDatum(GetCurrentTimestamp());
 	n[6] = (out.output || out.error || strcmp(out.status, "complete") == 0) ? ' ' : 'n';
-	v[7] = TimestampTzGetDatum(now);
+	v[7] = TimestampTzGetDatum(tick_start);
 	wf_query(&q_instance_update, v, n, 1);
 	cur.revision = DatumGetInt64(wf_get_datum(0, 1, &isnull));
 

@@ -65,6 +65,7 @@ typedef struct WfReplayState
 	HTAB	   *memos;
 	HTAB	   *counts;
 	int			nmemos;
+	int			visited;		/* memos the current run has reached */
 	char		instance[WF_MAX_ID_LEN + 1];	/* whose memos these are */
 	Size		output_bytes;	/* of the outputs kept in the cache */
 	uint32		run;
@@ -281,6 +282,11 @@ begin_call(const char *fname, const char *name, char type, int64 hash,
 		yield(name);
 	*key = next_key(name);
 	memo = wf_replay_memo(*key, false);
+	if (memo != NULL && memo->visited_run != R.run)
+	{
+		memo->visited_run = R.run;
+		R.visited++;
+	}
 	if (memo != NULL && (memo->type != type || memo->hash != hash))
 		ereport(ERROR,
 				(errcode(ERRCODE_WF_STEP_MISMATCH),
@@ -291,9 +297,27 @@ begin_call(const char *fname, const char *name, char type, int64 hash,
 	return memo;
 }
 
-/* a new step: check the step limit and claim the action */
+/*
+ * The memo, lowest in the instance's order, that the current run has not
+ * reached, or NULL.
+ */
+static WfMemo *
+first_unreached_memo(void)
+{
+	HASH_SEQ_STATUS status;
+	WfMemo	   *memo;
+	WfMemo	   *first = NULL;
+
+	hash_seq_init(&status, R.memos);
+	while ((memo = hash_seq_search(&status)) != NULL)
+		if (memo->visited_run != R.run && (first == NULL || memo->seq < first->seq))
+			first = memo;
+	return first;
+}
+
+/* claim the action of the run */
 static WfAction *
-new_action(WfActionKind kind, const char *key, const char *name, int64 hash)
+claim_action(WfActionKind kind, const char *key, const char *name, int64 hash)
 {
 	MemoryContext old;
 
@@ -314,13 +338,37 @@ new_action(WfActionKind kind, const char *key, const char *name, int64 hash)
 	return &R.action;
 }
 
+/*
+ * A new step.  A replay is deterministic, so it reaches every step the
+ * instance ran before it asks for a new one; a step that ran before but was
+ * not reached means the run took another path (its code, or data it
+ * decided on outside a step, changed): running the new step would build on
+ * results of a path the instance did not take, so it is an error.
+ */
+static WfAction *
+new_action(WfActionKind kind, const char *key, const char *name, int64 hash)
+{
+	if (R.visited < R.nmemos)
+	{
+		WfMemo	   *missed = first_unreached_memo();
+
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_STEP_MISMATCH),
+				 errmsg("the workflow took another path than this instance ran before"),
+				 errdetail("It asks for the new step \"%s\" without reaching step \"%s\", which the instance ran before.",
+						   key, missed ? missed->key : "?"),
+				 errhint("Steps must be reached in the same order on every replay: decide from step outputs and the event, not from data read outside steps; register changed code as a new version.")));
+	}
+	return claim_action(kind, key, name, hash);
+}
+
 /* the memo exists but is not final: continue it */
 static WfAction *
 continue_action(WfActionKind kind, WfMemo *memo, const char *name)
 {
 	WfAction   *a;
 
-	a = new_action(kind, memo->key, name, memo->hash);
+	a = claim_action(kind, memo->key, name, memo->hash);
 	a->is_new = false;
 	a->seq = memo->seq;
 	a->started = memo->started;
@@ -712,6 +760,7 @@ wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error
 	memset(&R.action, 0, sizeof(R.action));
 	R.yielded = false;
 	R.run++;
+	R.visited = 0;
 	R.now = GetCurrentTimestamp();
 	R.finished_sleeps = NIL;
 	*output = NULL;

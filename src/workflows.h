@@ -254,6 +254,7 @@ typedef struct WfMemo
 	TimestampTz started;
 	Jsonb	   *output;			/* NULL: none, or not kept (stored_output) */
 	bool		stored_output;	/* workflows.steps has an output */
+	uint32		visited_run;	/* last run that reached this step */
 	Jsonb	   *error;
 } WfMemo;
 

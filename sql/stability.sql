@@ -1,0 +1,60 @@
+--
+-- Stability: a replay that takes another path is detected (WF005), errors
+-- that no retry can mend fail a step at once, and the times recorded for an
+-- instance and its steps agree.
+--
+\set VERBOSITY terse
+
+-- (1) a workflow that decides a step's name from a table read outside any
+-- step (against the rules of workflows): when the table changes under a
+-- waiting instance, its replay asks for a new step without reaching the
+-- one it ran before
+CREATE TABLE stab_branch (name text);
+INSERT INTO stab_branch VALUES ('a');
+CREATE TABLE stab_effects (instance text, step text);
+CREATE FUNCTION stab_diverge(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    b text := (SELECT name FROM stab_branch);
+BEGIN
+    PERFORM workflows.step('first ' || b,
+        'INSERT INTO stab_effects VALUES ($1, $2) RETURNING 1',
+        jsonb_build_array(event->>'instanceId', 'first ' || b));
+    PERFORM workflows.wait_for_event('go', 'go', '1 hour');
+    RETURN workflows.step('last', 'SELECT 2');
+END $$;
+SELECT workflows.register('stab-diverge', 'stab_diverge(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('stab-diverge', '{}', 'diverge-1');
+SELECT workflows.create('stab-diverge', '{}', 'diverge-2');
+SELECT wait_until($$SELECT count(*) = 2 FROM workflows.instances
+                    WHERE id LIKE 'diverge-%' AND status = 'waiting'$$);
+-- the same path: completes
+SELECT workflows.send_event('diverge-1', 'go');
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'diverge-1'$$);
+-- another path: refused, and the new step never ran
+UPDATE stab_branch SET name = 'b';
+SELECT workflows.send_event('diverge-2', 'go');
+SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id = 'diverge-2'$$);
+SELECT error->>'sqlstate' AS sqlstate, error->>'message' AS message
+  FROM workflows.instances WHERE id = 'diverge-2';
+SELECT step FROM stab_effects WHERE instance = 'diverge-2' ORDER BY step;
+
+-- (2) errors no retry can mend fail at once, whatever the retry policy
+CREATE FUNCTION stab_run(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('s', event->'payload'->>'sql', NULL,
+                          '{"retries": {"limit": 5, "delay": "10 minutes"}}');
+END $$;
+SELECT workflows.register('stab-run', 'stab_run(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('stab-run', jsonb_build_object('sql', s), 'permanent-' || n)
+  FROM (VALUES (1, 'COMMIT'), (2, 'SELEC 1'), (3, 'SELECT $1'),
+               (4, 'SELECT workflows.sleep(''x'', ''1 s'')'), (5, 'SELECT 1/0')) v(n, s);
+SELECT wait_until($$SELECT count(*) = 4 FROM workflows.instances
+                    WHERE id LIKE 'permanent-%' AND status = 'errored'$$);
+SELECT i.id, i.status, s.status AS step, s.attempts, s.error->>'sqlstate' AS sqlstate
+  FROM workflows.instances i JOIN workflows.steps s ON s.instance_id = i.id
+ WHERE i.id LIKE 'permanent-%' ORDER BY i.id;
+
+-- (3) no step starts before its instance
+SELECT count(*) AS steps_before_their_instance
+  FROM workflows.steps s JOIN workflows.instances i ON i.id = s.instance_id
+ WHERE s.started_at < i.started_at;
