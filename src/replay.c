@@ -117,16 +117,21 @@ wf_replay_reset(const char *instance_id)
  * holds workflows.memo_cache_size of outputs: then the memo only notes
  * that an output exists, and a replay that reaches the step reads it from
  * workflows.steps (fetch_output()).  Keeps an executor's memory bounded
- * whatever the instance's steps return.
+ * whatever the instance's steps return.  "output" must be detoasted; the
+ * copy lives in the cache's context.
  */
 Jsonb *
 wf_replay_keep_output(Jsonb *output)
 {
+	Jsonb	   *copy;
+
 	if (output == NULL ||
 		R.output_bytes + VARSIZE(output) > (Size) wf_memo_cache_kb * 1024)
 		return NULL;
 	R.output_bytes += VARSIZE(output);
-	return DatumGetJsonbPCopy(JsonbPGetDatum(output));
+	copy = MemoryContextAlloc(R.cxt, VARSIZE(output));
+	memcpy(copy, output, VARSIZE(output));
+	return copy;
 }
 
 /*

@@ -53,12 +53,29 @@ config_error(const char *key, const char *problem)
 			 errhint("A step config looks like {\"retries\": {\"limit\": 5, \"delay\": \"10 seconds\", \"backoff\": \"exponential\"}, \"timeout\": \"10 minutes\"}.")));
 }
 
-static const char *interval_key;
-
-static void
-interval_error_context(void *arg)
+/*
+ * Parse interval text as interval_in() does, but say whether it parsed
+ * instead of raising the input error: a bad duration is reported as a bad
+ * config key (22023, naming the key), like every other config mistake.
+ */
+static bool
+parse_interval(char *str, Interval *result)
 {
-	errcontext("step config key \"%s\"", interval_key);
+	char		workbuf[256];
+	char	   *field[MAXDATEFIELDS];
+	int			ftype[MAXDATEFIELDS];
+	int			nf;
+	int			dtype;
+	int			dterr;
+	struct pg_itm_in tt;
+
+	dterr = ParseDateTime(str, workbuf, sizeof(workbuf), field, ftype,
+						  MAXDATEFIELDS, &nf);
+	if (dterr == 0)
+		dterr = DecodeInterval(field, ftype, nf, INTERVAL_FULL_RANGE, &dtype, &tt);
+	if (dterr == DTERR_BAD_FORMAT)
+		dterr = DecodeISO8601Interval(str, &dtype, &tt);
+	return dterr == 0 && dtype == DTK_DELTA && itmin2interval(&tt, result) == 0;
 }
 
 /* a duration: interval text or a number of milliseconds, >= 0 */
@@ -79,20 +96,11 @@ duration_ms(JsonbValue *v, const char *key)
 	else if (v->type == jbvString)
 	{
 		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
-		ErrorContextCallback cb;
-		Interval   *iv;
+		Interval	iv;
 
-		interval_key = key;
-		cb.callback = interval_error_context;
-		cb.arg = NULL;
-		cb.previous = error_context_stack;
-		error_context_stack = &cb;
-		iv = DatumGetIntervalP(DirectFunctionCall3(interval_in,
-												   CStringGetDatum(s),
-												   ObjectIdGetDatum(InvalidOid),
-												   Int32GetDatum(-1)));
-		error_context_stack = cb.previous;
-		ms = wf_interval_ms(iv);
+		if (!parse_interval(s, &iv))
+			config_error(key, psprintf("is not a duration: \"%s\"", s));
+		ms = wf_interval_ms(&iv);
 		if (ms < 0)
 			config_error(key, "must not be negative");
 	}

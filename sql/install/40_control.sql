@@ -52,7 +52,7 @@ BEGIN
                 END IF;
                 RAISE EXCEPTION 'workflow instance "%" has no step "%"', instance, from_step
                     USING ERRCODE = 'undefined_object',
-                          HINT = 'Steps are named by their key: the name, plus "#n" for the n-th step of that name.';
+                          HINT = 'Steps are named by their key: the name for its first call, the name plus "#2" for the second, "#3" for the third and so on.';
             END IF;
         END IF;
         -- events taken by the steps that will run again can be taken again

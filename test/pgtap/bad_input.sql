@@ -431,11 +431,11 @@ SELECT results_eq(
              ('cfg-neg',     'errored', '22023', 'invalid step config: "timeout" must be a non-negative number of milliseconds or an interval'),
              ('cfg-nested',  'errored', '22023', 'invalid step config: "retries.dela" is not a known key')$$,
     'a malformed step config errors the instance with 22023, naming the key');
-SELECT is((SELECT doc->'error'->>'sqlstate' FROM docs WHERE id = 'cfg-timeout'), '22007',
-    'a step timeout that is no interval errors the instance with 22007');
-SELECT matches((SELECT doc->'error'->>'context' FROM docs WHERE id = 'cfg-timeout'),
-    'step config key "timeout"',
-    '... and the error context names the key');
+SELECT is((SELECT doc->'error'->>'sqlstate' FROM docs WHERE id = 'cfg-timeout'), '22023',
+    'a step timeout that is no interval errors the instance with 22023');
+SELECT matches((SELECT doc->'error'->>'message' FROM docs WHERE id = 'cfg-timeout'),
+    'invalid step config: "timeout" is not a duration',
+    '... and the message names the key');
 SELECT is((SELECT count(*) FROM workflows.steps WHERE instance_id LIKE 'cfg-%'), 0::bigint,
     'a step with a malformed config is not recorded');
 SELECT is((SELECT count(*) FROM bad_effects), 0::bigint, 'a step with a malformed config does not run');
