@@ -11,6 +11,7 @@ OBJS = \
 	src/query.o \
 	src/replay.o \
 	src/retry.o \
+	src/roles.o \
 	src/shmem.o \
 	src/step.o \
 	src/utility.o \

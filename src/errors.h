@@ -36,5 +36,7 @@
 #define ERRCODE_WF_LIMIT_EXCEEDED		MAKE_SQLSTATE('W','F','0','0','7')
 /* the process running a step died several times: the step is quarantined */
 #define ERRCODE_WF_STEP_CRASHED			MAKE_SQLSTATE('W','F','0','0','8')
+/* the instance's owner was dropped (from another database): see roles.c */
+#define ERRCODE_WF_OWNER_DROPPED		MAKE_SQLSTATE('W','F','0','0','9')
 
 #endif							/* WF_ERRORS_H */

@@ -27,6 +27,7 @@ int			wf_max_steps = 10000;
 int			wf_max_step_crashes = 3;
 char	   *wf_step_search_path = NULL;
 int			wf_retention_s = 7 * 24 * 3600;
+int			wf_audit_retention_s = 30 * 24 * 3600;
 int			wf_log_level = WF_LOG_FAILURES;
 bool		wf_log_step_details = true;
 bool		wf_notify = true;
@@ -118,6 +119,14 @@ wf_define_gucs(void)
 							"Complete, errored and terminated instances older than this are deleted with their steps, attempts and events. 0 keeps them forever.",
 							&wf_retention_s,
 							7 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.audit_retention",
+							"How long rows of the audit trail (workflows.audit) are kept.",
+							"Older rows are deleted in the background with finished instances and by workflows.purge(). 0 keeps them forever.",
+							&wf_audit_retention_s,
+							30 * 24 * 3600, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
