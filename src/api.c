@@ -1231,7 +1231,8 @@ wf_audit_schedule(PG_FUNCTION_ARGS)
 	if (wf_query(&q_audit_schedule, v, n, 0) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("no %s of schedule \"%s\" to record", action, name)));
+				 errmsg("cannot record %s of schedule \"%s\": it did not happen", action, name),
+				 errdetail("Only schedule() and unschedule() record schedule changes.")));
 	wf_as_owner_end(&s);
 	PG_RETURN_VOID();
 }
