@@ -12,6 +12,7 @@ OBJS = \
 	src/query.o \
 	src/replay.o \
 	src/retry.o \
+	src/roles.o \
 	src/shmem.o \
 	src/step.o \
 	src/utility.o \

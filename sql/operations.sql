@@ -172,6 +172,15 @@ SELECT count(*) FROM cron.job WHERE jobname LIKE 'workflows:ops%';
 SELECT count(*) FROM workflows.schedules;
 -- unscheduling leaves the instances alone
 SELECT count(*) FROM workflows.instances WHERE trigger->>'schedule' IN ('ops-every', 'ops-single');
+-- every schedule() and unschedule() that took effect is in the audit trail,
+-- with the acting role; params only as their size and hash
+SELECT action, "current_role", owner, workflow, details->>'schedule' AS schedule,
+       details->>'cron' AS cron, details->>'overlap' AS overlap,
+       details->>'params_bytes' AS params_bytes, details ? 'params_md5' AS params_md5
+  FROM workflows.audit WHERE action IN ('schedule', 'unschedule') ORDER BY id;
+-- and a row cannot be made up: only a change that is there is recorded
+SELECT workflows._audit_schedule('schedule', 'ops-every', 'ops_quick', NULL);
+SELECT workflows._audit_schedule('create', 'ops-every', NULL, NULL);
 
 --
 -- Starting instances from table inserts

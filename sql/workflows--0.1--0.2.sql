@@ -10,3 +10,578 @@
 
 -- orderly stops are not crashes: attempts they cut short are counted apart
 ALTER TABLE workflows.steps ADD COLUMN interrupted integer NOT NULL DEFAULT 0;
+
+/*
+ * Security: one namespace of instance ids (42501 for an instance the caller
+ * may not see, 42704 only for an id that does not exist), the audit trail,
+ * erasure, run numbers kept by restart, retention per workflow, and roles
+ * that own instances (src/roles.c).  Tables first, then functions.
+ */
+ALTER TABLE workflows.workflows ADD COLUMN retention interval;
+
+ALTER TABLE workflows.instances ADD COLUMN run integer NOT NULL DEFAULT 1;
+
+-- attempts belong to the instance and its run, no longer to the step row
+ALTER TABLE workflows.attempts ADD COLUMN run integer NOT NULL DEFAULT 1;
+ALTER TABLE workflows.attempts ALTER COLUMN run DROP DEFAULT;
+ALTER TABLE workflows.attempts DROP CONSTRAINT attempts_instance_id_step_key_fkey;
+ALTER TABLE workflows.attempts DROP CONSTRAINT attempts_pkey;
+ALTER TABLE workflows.attempts
+    ADD CONSTRAINT attempts_pkey PRIMARY KEY (instance_id, run, step_key, attempt);
+ALTER TABLE workflows.attempts
+    ADD CONSTRAINT attempts_instance_id_fkey FOREIGN KEY (instance_id)
+        REFERENCES workflows.instances (id) ON DELETE CASCADE;
+
+/*
+ * The audit trail: who did what to which instance or workflow, and when.
+ * One row per control action, written in the action's transaction by the
+ * function that performs it (nobody writes it directly).  details holds
+ * only non-payload arguments: sizes and hashes stand for params and event
+ * payloads, never their content.  Rows are kept for workflows.audit_retention;
+ * erase() deletes an instance's rows and leaves one 'erase' row.
+ */
+CREATE TABLE workflows.audit (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    session_role name NOT NULL DEFAULT session_user,
+    -- the role that acted (current_user at the call); a keyword: quote it
+    "current_role" name NOT NULL,
+    action      text NOT NULL
+                CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
+                                  'restart', 'erase', 'send_event', 'schedule',
+                                  'unschedule', 'set_retention', 'reassign')),
+    instance_id text,
+    workflow    text,
+    -- whose instance or workflow it concerns: decides who may read the row
+    owner       regrole,
+    details     jsonb
+);
+CREATE INDEX audit_by_instance ON workflows.audit (instance_id) WHERE instance_id IS NOT NULL;
+CREATE INDEX audit_by_time ON workflows.audit (at);
+
+SELECT pg_catalog.pg_extension_config_dump('workflows.audit', '');
+ALTER TABLE workflows.audit ENABLE ROW LEVEL SECURITY;
+CREATE POLICY audit_visible ON workflows.audit FOR SELECT
+    USING (workflows._visible(owner));
+REVOKE ALL ON workflows.audit FROM PUBLIC;
+GRANT SELECT ON workflows.audit TO PUBLIC;
+
+/*
+ * Why an instance id cannot be used: instance ids are one namespace per
+ * database and are not secret (create() with a taken id says so), so an
+ * instance the caller may not see is "permission denied" (42501) and only
+ * an id that exists nowhere is "does not exist" (42704).  Always raises.
+ * SECURITY DEFINER to look past row-level security; it reveals only
+ * whether an id exists.
+ */
+CREATE FUNCTION workflows._instance_unusable(id text)
+    RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = _instance_unusable.id) THEN
+        RAISE EXCEPTION 'permission denied for workflow instance "%"', id
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only its owner and members of workflows_admin may use it.';
+    END IF;
+    RAISE EXCEPTION 'workflow instance "%" does not exist', id
+        USING ERRCODE = 'undefined_object';
+END
+$$;
+GRANT EXECUTE ON FUNCTION workflows._instance_unusable(text) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION workflows._step_doc(s workflows.steps)
+    RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+    SELECT jsonb_strip_nulls(jsonb_build_object(
+        'name', s.name,
+        'key', s.key,
+        'type', CASE s.type WHEN 'event' THEN 'waitForEvent' ELSE s.type END,
+        'status', CASE WHEN s.type = 'sleep' AND s.wake_at > now() THEN 'waiting'
+                       ELSE s.status END,
+        'start', s.started_at,
+        'end', CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END,
+        'nextAttempt', CASE WHEN s.status = 'retrying' THEN s.wake_at END,
+        'deadline', CASE WHEN s.type = 'event' AND s.status = 'waiting' THEN s.wake_at END,
+        'config', s.config,
+        'success', CASE WHEN s.status = 'complete' THEN true
+                        WHEN s.status = 'failed' THEN false END,
+        'error', s.error))
+    || jsonb_build_object('output', s.output)
+    || CASE WHEN s.type = 'step' THEN jsonb_build_object('attempts', COALESCE(
+        (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                    'attempt', a.attempt, 'start', a.started_at, 'end', a.ended_at,
+                    'success', a.success, 'error', a.error)) ORDER BY a.attempt)
+           FROM workflows.attempts a
+          WHERE a.instance_id = s.instance_id AND a.step_key = s.key
+            -- the run that made this step's memo: the current run, or the
+            -- earlier one a restart from a later step kept it from
+            AND a.run = (SELECT max(b.run) FROM workflows.attempts b
+                          WHERE b.instance_id = s.instance_id AND b.step_key = s.key)), '[]'))
+       ELSE '{}' END
+    $$;
+
+CREATE OR REPLACE FUNCTION workflows.status(id text)
+    RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    i workflows.instances;
+BEGIN
+    SELECT * INTO i FROM workflows.instances WHERE instances.id = status.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(id);
+    END IF;
+    RETURN jsonb_build_object(
+        'id', i.id,
+        'workflow', i.workflow,
+        'status', CASE WHEN i.status IN ('queued', 'running', 'waiting') AND EXISTS (
+                           SELECT 1 FROM workflows.requests r
+                            WHERE r.instance_id = i.id AND r.command = 'pause')
+                       THEN 'waitingForPause' ELSE i.status END,
+        'params', i.params,
+        'trigger', i.trigger,
+        'versionId', i.version_id,
+        'run', i.run,
+        'queued', i.created_at,
+        'start', i.started_at,
+        'end', i.ended_at,
+        'success', CASE i.status WHEN 'complete' THEN true
+                                 WHEN 'errored' THEN false
+                                 WHEN 'terminated' THEN false END,
+        'steps', COALESCE((SELECT jsonb_agg(workflows._step_doc(s) ORDER BY s.seq)
+                             FROM workflows.steps s WHERE s.instance_id = i.id), '[]'),
+        'error', i.error,
+        'output', i.output);
+END
+$$;
+COMMENT ON FUNCTION workflows.status(text) IS
+    'the instance as one JSON document: status, params, trigger, versionId, run, times, steps with attempts, error, output';
+
+CREATE OR REPLACE FUNCTION workflows.describe(id text)
+    RETURNS SETOF text
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    i workflows.instances;
+    st workflows.steps;
+    cur workflows.steps;
+    ok workflows.steps;
+    req workflows.requests;
+    label_width constant integer := 11;
+    state text;
+    trg text;
+    nsteps integer := 0;
+    ncomplete integer := 0;
+    nevents integer;
+    npending integer;
+    -- the steps table, by column
+    c_n text[] := ARRAY['#'];
+    c_key text[] := ARRAY['step'];
+    c_type text[] := ARRAY['type'];
+    c_start text[] := ARRAY['start'];
+    c_end text[] := ARRAY['end'];
+    c_dur text[] := ARRAY['duration'];
+    c_att text[] := ARRAY['attempts'];
+    c_status text[] := ARRAY['status'];
+    w integer[];
+    k integer;
+    s_status text;
+    s_end timestamptz;
+    day date;
+BEGIN
+    SELECT * INTO i FROM workflows.instances WHERE instances.id = describe.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(describe.id);
+    END IF;
+    SELECT * INTO req FROM workflows.requests r WHERE r.instance_id = i.id;
+    -- the step the instance waits in, if any
+    SELECT * INTO cur FROM workflows.steps s
+     WHERE s.instance_id = i.id AND s.status IN ('waiting', 'retrying')
+     ORDER BY s.seq DESC LIMIT 1;
+    SELECT * INTO ok FROM workflows.steps s
+     WHERE s.instance_id = i.id AND s.status = 'complete'
+     ORDER BY s.seq DESC LIMIT 1;
+    day := (i.created_at)::date;
+
+    state := CASE i.status
+        WHEN 'complete' THEN '✓ complete'
+        WHEN 'errored' THEN '✗ errored'
+        WHEN 'terminated' THEN '■ terminated'
+        WHEN 'paused' THEN '⏸ paused'
+        WHEN 'waiting' THEN '◷ waiting'
+        WHEN 'running' THEN '▶ running'
+        WHEN 'queued' THEN '… queued'
+        ELSE i.status END;
+    IF i.status = 'waiting' AND cur.key IS NOT NULL THEN
+        state := state || CASE
+            WHEN cur.type = 'event' THEN format(': for event "%s" in step "%s", until %s',
+                COALESCE(i.waiting_for, '?'), cur.key,
+                to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
+            WHEN cur.type = 'sleep' THEN format(': sleeping in step "%s" until %s',
+                cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
+            ELSE format(': step "%s" will retry at %s (attempt %s failed)',
+                cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
+            END;
+    END IF;
+    IF req.command IS NOT NULL AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
+        state := state || format(' (%s requested)', req.command);
+    END IF;
+
+    trg := CASE i.trigger->>'source'
+        WHEN 'api' THEN 'api'
+        WHEN 'cron' THEN format('cron, schedule "%s"', i.trigger->>'schedule')
+        WHEN 'trigger' THEN format('%s on table %s', i.trigger->>'operation', i.trigger->>'table')
+        ELSE NULL END;
+    IF trg IS NULL OR (i.trigger - ARRAY['source', 'schedule', 'operation', 'table']) <> '{}' THEN
+        trg := workflows._fmt_json(i.trigger);
+    END IF;
+
+    RETURN NEXT rpad('workflow', label_width) || i.workflow;
+    RETURN NEXT rpad('id', label_width) || i.id;
+    RETURN NEXT rpad('version', label_width) || i.version_id;
+    IF i.run > 1 THEN
+        RETURN NEXT rpad('run', label_width) || format('%s (restarted %s times)', i.run, i.run - 1);
+    END IF;
+    RETURN NEXT rpad('status', label_width) || state;
+    RETURN NEXT rpad('trigger', label_width) || trg;
+    RETURN NEXT rpad('queued', label_width) || to_char(i.created_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ');
+    RETURN NEXT rpad('started', label_width)
+                || COALESCE(to_char(i.started_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), '-');
+    RETURN NEXT rpad('ended', label_width)
+                || COALESCE(to_char(i.ended_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), '-');
+    RETURN NEXT rpad('duration', label_width) || CASE
+        WHEN i.started_at IS NULL THEN '-'
+        WHEN i.ended_at IS NOT NULL THEN workflows._fmt_interval(i.ended_at - i.started_at)
+        ELSE workflows._fmt_interval(clock_timestamp() - i.started_at) || ' so far' END;
+    RETURN NEXT rpad('last step', label_width) || CASE
+        WHEN ok.key IS NULL THEN '-'
+        ELSE format('%s (%s)', ok.key, to_char(COALESCE(ok.ended_at, ok.wake_at),
+                                                  'YYYY-MM-DD HH24:MI:SS.MS TZ')) END;
+    SELECT count(*), count(*) FILTER (WHERE e.consumed_by IS NULL) INTO nevents, npending
+      FROM workflows.events e WHERE e.instance_id = i.id;
+    IF nevents > 0 THEN
+        RETURN NEXT rpad('events', label_width) || format('%s received, %s pending', nevents, npending);
+    END IF;
+    RETURN NEXT rpad('params', label_width) || workflows._fmt_json(i.params);
+    RETURN NEXT rpad('output', label_width) || COALESCE(workflows._fmt_json(i.output), '-');
+    IF i.error IS NULL THEN
+        RETURN NEXT rpad('error', label_width) || '-';
+    ELSE
+        RETURN NEXT rpad('error', label_width)
+                    || COALESCE(i.error->>'sqlstate' || ': ', '')
+                    || workflows._fmt_line(COALESCE(i.error->>'message', i.error::text));
+        IF i.error->>'detail' IS NOT NULL THEN
+            RETURN NEXT rpad('  detail', label_width) || workflows._fmt_line(i.error->>'detail');
+        END IF;
+        IF i.error->>'hint' IS NOT NULL THEN
+            RETURN NEXT rpad('  hint', label_width) || workflows._fmt_line(i.error->>'hint');
+        END IF;
+    END IF;
+
+    -- the steps
+    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id ORDER BY s.seq LOOP
+        nsteps := nsteps + 1;
+        IF st.status = 'complete' THEN
+            ncomplete := ncomplete + 1;
+        END IF;
+        -- a sleep ends at its wake time
+        s_end := CASE WHEN st.type = 'sleep' AND st.status = 'complete' THEN st.wake_at
+                      ELSE st.ended_at END;
+        s_status := CASE
+            WHEN st.status = 'complete' THEN '✓ complete'
+            WHEN st.status = 'failed' THEN '✗ failed: '
+                 || COALESCE(st.error->>'sqlstate' || ': ', '')
+                 || workflows._fmt_line(COALESCE(st.error->>'message', st.error::text), 80)
+            WHEN st.status = 'retrying' THEN format('↻ retry at %s after: %s',
+                 to_char(st.wake_at, CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS'
+                                          ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END),
+                 workflows._fmt_line(COALESCE(st.error->>'message', st.error::text), 60))
+            WHEN st.type = 'sleep' THEN '◷ until ' || to_char(st.wake_at,
+                 CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END)
+            WHEN st.type = 'event' THEN '◷ event'
+                 || COALESCE(' "' || CASE WHEN cur.key = st.key THEN i.waiting_for END || '"', '')
+                 || ' until ' || to_char(st.wake_at,
+                 CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END)
+            ELSE st.status END;
+        c_n := c_n || (st.seq + 1)::text;
+        c_key := c_key || workflows._fmt_line(st.key, 40);
+        c_type := c_type || st.type;
+        c_start := c_start || to_char(st.started_at,
+            CASE WHEN st.started_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END);
+        c_end := c_end || COALESCE(to_char(s_end,
+            CASE WHEN s_end::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END), '-');
+        c_dur := c_dur || COALESCE(workflows._fmt_interval(s_end - st.started_at), '-');
+        c_att := c_att || CASE WHEN st.type = 'step' THEN st.attempts::text ELSE '-' END;
+        c_status := c_status || s_status;
+    END LOOP;
+
+    RETURN NEXT '';
+    IF nsteps = 0 THEN
+        RETURN NEXT 'steps: none yet';
+        RETURN;
+    END IF;
+    RETURN NEXT format('steps: %s (%s complete)', nsteps, ncomplete);
+    w := ARRAY[(SELECT max(length(x)) FROM unnest(c_n) x),
+               (SELECT max(length(x)) FROM unnest(c_key) x),
+               (SELECT max(length(x)) FROM unnest(c_type) x),
+               (SELECT max(length(x)) FROM unnest(c_start) x),
+               (SELECT max(length(x)) FROM unnest(c_end) x),
+               (SELECT max(length(x)) FROM unnest(c_dur) x),
+               (SELECT max(length(x)) FROM unnest(c_att) x)];
+    FOR k IN 1 .. nsteps + 1 LOOP
+        RETURN NEXT lpad(c_n[k], w[1]) || '  ' || rpad(c_key[k], w[2]) || '  '
+                    || rpad(c_type[k], w[3]) || '  ' || rpad(c_start[k], w[4]) || '  '
+                    || rpad(c_end[k], w[5]) || '  ' || lpad(c_dur[k], w[6]) || '  '
+                    || lpad(c_att[k], w[7]) || '  ' || c_status[k];
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION workflows.describe(text) IS
+    'an instance for people, one line per row: status, trigger, times, output, error, then a table of its steps';
+
+CREATE OR REPLACE FUNCTION workflows._apply(instance text, command text, from_step text, strict boolean)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    i workflows.instances;
+    from_seq integer := 0;
+    new_status text;
+BEGIN
+    SELECT * INTO i FROM workflows.instances WHERE id = instance;
+    DELETE FROM workflows.requests r WHERE r.instance_id = instance;
+    IF command = 'pause' AND i.status IN ('queued', 'running', 'waiting') THEN
+        new_status := 'paused';
+        UPDATE workflows.instances
+           SET status = 'paused', wake_at = NULL, waiting_for = NULL, revision = revision + 1
+         WHERE id = instance;
+    ELSIF command = 'resume' AND i.status = 'paused' THEN
+        new_status := CASE WHEN i.started_at IS NULL THEN 'queued' ELSE 'running' END;
+        UPDATE workflows.instances
+           SET status = new_status, wake_at = now(), revision = revision + 1
+         WHERE id = instance;
+    ELSIF command = 'terminate' AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
+        new_status := 'terminated';
+        UPDATE workflows.instances
+           SET status = 'terminated', wake_at = NULL, waiting_for = NULL,
+               ended_at = now(), revision = revision + 1
+         WHERE id = instance;
+        -- like the executors' notice of complete and errored instances
+        IF current_setting('workflows.notify')::boolean THEN
+            PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
+        END IF;
+    ELSIF command = 'restart' THEN
+        IF from_step IS NOT NULL THEN
+            SELECT s.seq INTO from_seq FROM workflows.steps s
+             WHERE s.instance_id = instance AND s.key = from_step;
+            IF NOT FOUND THEN
+                IF NOT strict THEN
+                    RETURN i.status;
+                END IF;
+                RAISE EXCEPTION 'workflow instance "%" has no step "%"', instance, from_step
+                    USING ERRCODE = 'undefined_object',
+                          HINT = 'Steps are named by their key: the name, plus "#n" for the n-th step of that name.';
+            END IF;
+        END IF;
+        -- events taken by the steps that will run again can be taken again
+        UPDATE workflows.events e SET consumed_by = NULL, consumed_at = NULL
+         WHERE e.instance_id = instance AND e.consumed_by IN (
+               SELECT s.key FROM workflows.steps s
+                WHERE s.instance_id = instance AND s.seq >= from_seq);
+        -- (their attempts stay, under the run number being replaced)
+        DELETE FROM workflows.steps s WHERE s.instance_id = instance AND s.seq >= from_seq;
+        new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
+        UPDATE workflows.instances
+           SET status = new_status, wake_at = now(), waiting_for = NULL, output = NULL,
+               error = NULL, ended_at = NULL,
+               started_at = CASE WHEN from_seq = 0 THEN NULL ELSE started_at END,
+               revision = revision + 1, run = run + 1
+         WHERE id = instance;
+    ELSIF strict THEN
+        RAISE EXCEPTION 'cannot % workflow instance "%": it is %', command, instance, i.status
+            USING ERRCODE = 'WF006';
+    ELSE
+        new_status := i.status;
+    END IF;
+    RETURN new_status;
+END
+$$;
+
+CREATE FUNCTION workflows._purge(cutoff timestamptz, batch integer)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    m bigint := 0;
+    audit_keep interval := current_setting('workflows.audit_retention')::interval;
+BEGIN
+    DELETE FROM workflows.instances WHERE id IN (
+        SELECT i.id FROM workflows.instances i
+          LEFT JOIN workflows.workflows w ON w.name = i.workflow
+         WHERE i.status IN ('complete', 'errored', 'terminated')
+           AND CASE WHEN w.retention IS NULL THEN i.ended_at < cutoff
+                    ELSE w.retention > interval '0' AND i.ended_at < now() - w.retention END
+         ORDER BY i.ended_at
+         LIMIT batch
+           FOR UPDATE OF i SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF audit_keep > interval '0' THEN
+        DELETE FROM workflows.audit WHERE id IN (
+            SELECT a.id FROM workflows.audit a
+             WHERE a.at < now() - audit_keep
+             ORDER BY a.at
+             LIMIT batch);
+        GET DIAGNOSTICS m = ROW_COUNT;
+    END IF;
+    RETURN greatest(n, m);
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._purge(timestamptz, integer) FROM PUBLIC;
+
+CREATE OR REPLACE FUNCTION workflows.purge(older_than interval)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    IF older_than < interval '0' THEN
+        RAISE EXCEPTION 'older_than must not be negative' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    DELETE FROM workflows.instances i
+     USING (SELECT i2.id FROM workflows.instances i2
+              LEFT JOIN workflows.workflows w ON w.name = i2.workflow
+             WHERE i2.status IN ('complete', 'errored', 'terminated')
+               AND CASE WHEN w.retention IS NULL THEN i2.ended_at < now() - older_than
+                        ELSE w.retention > interval '0' AND i2.ended_at < now() - w.retention END) d
+     WHERE i.id = d.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM workflows._purge(NULL, NULL);
+    RETURN n;
+END
+$$;
+COMMENT ON FUNCTION workflows.purge(interval) IS
+    'delete finished instances that ended more than older_than (or their workflow''s own retention) ago, with their steps, attempts and events, and audit rows older than workflows.audit_retention, and return the number of instances deleted';
+
+CREATE FUNCTION workflows.set_retention(workflow text, retention interval)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_set_retention';
+COMMENT ON FUNCTION workflows.set_retention(text, interval) IS
+    'keep finished instances of a workflow this long instead of workflows.retention (0: forever, NULL: back to workflows.retention)';
+
+CREATE FUNCTION workflows.erase(id text)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_erase';
+COMMENT ON FUNCTION workflows.erase(text) IS
+    'delete a finished or terminated instance with its steps, attempts, events, requests and audit rows, leaving one audit row of the erasure';
+
+-- the audit row of schedule() and unschedule(): see src/api.c
+CREATE FUNCTION workflows._audit_schedule(action text, schedule_name text, workflow text, details jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_audit_schedule';
+-- called by the invoker-rights functions below; it records the real caller
+-- and only a change that is there
+GRANT EXECUTE ON FUNCTION workflows._audit_schedule(text, text, text, jsonb) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION workflows.schedule(schedule_name text, cron text, workflow text,
+                                   params jsonb DEFAULT '{}', overlap text DEFAULT 'allow')
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    fn regprocedure;
+    body text;
+    tag text := 'wf';
+    jobid bigint;
+BEGIN
+    IF schedule_name IS NULL OR schedule_name = '' OR octet_length(schedule_name) > 53 THEN
+        RAISE EXCEPTION 'schedule name must be 1 to 53 bytes long'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF schedule.cron IS NULL THEN
+        RAISE EXCEPTION 'cron schedule must not be null'
+            USING ERRCODE = 'null_value_not_allowed',
+                  HINT = 'Use a cron expression such as ''0 3 * * *'' (every day at 03:00).';
+    END IF;
+    IF schedule.params IS NULL THEN
+        RAISE EXCEPTION 'instance params must not be null'
+            USING ERRCODE = 'null_value_not_allowed', HINT = 'Pass ''{}'' for no params.';
+    END IF;
+    IF overlap IS NULL OR overlap NOT IN ('allow', 'skip') THEN
+        RAISE EXCEPTION 'invalid overlap policy "%"', overlap
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use ''allow'' (start an instance at every tick) or ''skip'' '
+                         '(not while the previous one is unfinished).';
+    END IF;
+    SELECT v.fn INTO fn FROM workflows.versions v
+     WHERE v.workflow = schedule.workflow ORDER BY v.created_at DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'workflow "%" does not exist', schedule.workflow
+            USING ERRCODE = 'undefined_object', HINT = 'Register it with workflows.register().';
+    END IF;
+    IF NOT has_function_privilege(fn, 'EXECUTE') THEN
+        RAISE EXCEPTION 'permission denied for function %', fn
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'The instances a schedule starts belong to the role that scheduled it, '
+                           'which must be allowed to execute the workflow''s function.';
+    END IF;
+    PERFORM workflows._require_cron();
+
+    body := jsonb_build_object('schedule', schedule_name, 'workflow', schedule.workflow,
+                               'params', schedule.params, 'overlap', overlap)::text;
+    WHILE strpos(body, '$' || tag || '$') > 0 LOOP
+        tag := tag || 'x';
+    END LOOP;
+    -- cron syntax errors come from pg_cron; an existing schedule of this
+    -- name (of this role) is replaced
+    EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jobid
+        USING workflows._cron_job_name(schedule_name), schedule.cron,
+              format('SELECT workflows._scheduled($%s$%s$%s$)', tag, body, tag);
+    PERFORM workflows._audit_schedule('schedule', schedule_name, schedule.workflow,
+        jsonb_build_object('cron', schedule.cron, 'overlap', overlap, 'jobid', jobid,
+                           'params_bytes', octet_length(schedule.params::text),
+                           'params_md5', md5(schedule.params::text)));
+    RETURN jobid;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION workflows.unschedule(schedule_name text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    present boolean;
+BEGIN
+    IF schedule_name IS NULL THEN
+        RAISE EXCEPTION 'schedule name must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM workflows._require_cron();
+    EXECUTE 'SELECT EXISTS (SELECT 1 FROM cron.job WHERE jobname = $1 AND username = current_user)'
+        INTO present USING workflows._cron_job_name(schedule_name);
+    IF NOT present THEN
+        RAISE EXCEPTION 'schedule "%" does not exist', schedule_name
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE 'SELECT cron.unschedule($1::name)' USING workflows._cron_job_name(schedule_name);
+    PERFORM workflows._audit_schedule('unschedule', schedule_name, NULL, NULL);
+END
+$$;

@@ -10,6 +10,12 @@
  * role.  The caller is GetUserId() at entry (the functions are not
  * SECURITY DEFINER), and that role becomes the owner of what it creates.
  *
+ * Every control action records one row in workflows.audit, in the
+ * action's transaction and, where the action is one statement, in that
+ * statement (a data-modifying WITH): who (session and current role), what,
+ * on which instance or workflow, and non-payload arguments only (sizes and
+ * hashes stand for params and payloads).
+ *
  * The step functions used inside workflows live in replay.c.
  *
  * IDENTIFICATION
@@ -32,6 +38,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/json.h"
 #include "utils/array.h"
 #include "funcapi.h"
 #include "utils/uuid.h"
@@ -45,6 +52,9 @@ PG_FUNCTION_INFO_V1(wf_send_event);
 PG_FUNCTION_INFO_V1(wf_fail);
 PG_FUNCTION_INFO_V1(wf_launch);
 PG_FUNCTION_INFO_V1(wf_wait);
+PG_FUNCTION_INFO_V1(wf_erase);
+PG_FUNCTION_INFO_V1(wf_set_retention);
+PG_FUNCTION_INFO_V1(wf_audit_schedule);
 
 static WfQuery q_workflow = {
 	"SELECT owner::oid FROM workflows.workflows WHERE name = $1 FOR UPDATE",
@@ -88,36 +98,122 @@ static WfQuery q_add_version = {
 	4, {TEXTOID, OIDOID, INT8OID, OIDOID}, NULL
 };
 
+/* the instance and its audit row, in one statement */
 static WfQuery q_add_instance = {
-	"INSERT INTO workflows.instances (id, workflow, version_id, owner, params, trigger, wake_at) "
-	"VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4::oid::regrole, $5, "
-	"        COALESCE($6, '{\"source\": \"api\"}'), now()) "
-	"ON CONFLICT (id) DO NOTHING RETURNING id",
-	6, {TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, JSONBOID}, NULL
+	"WITH i AS ("
+	"  INSERT INTO workflows.instances (id, workflow, version_id, owner, params, trigger, wake_at) "
+	"  VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4::oid::regrole, $5, "
+	"          COALESCE($6, '{\"source\": \"api\"}'), now()) "
+	"  ON CONFLICT (id) DO NOTHING RETURNING id), "
+	"a AS ("
+	"  INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"  SELECT $7, 'create', i.id, $2, $4::oid::regrole, "
+	"         jsonb_build_object('source', COALESCE($6->>'source', 'api'), "
+	"                            'params_bytes', octet_length(p.t), 'params_md5', md5(p.t)) "
+	"  FROM i, (SELECT $5::text AS t) p) "
+	"SELECT id FROM i",
+	7, {TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID, JSONBOID, TEXTOID}, NULL
 };
 
 static WfQuery q_instance_owner = {
-	"SELECT owner::oid, status FROM workflows.instances WHERE id = $1",
+	"SELECT owner::oid, status, workflow FROM workflows.instances WHERE id = $1",
 	1, {TEXTOID}, NULL
 };
 
+/* the event and its audit row: the payload's size and hash, not the payload */
 static WfQuery q_add_event = {
-	"INSERT INTO workflows.events (instance_id, type, payload) VALUES ($1, $2, $3)",
-	3, {TEXTOID, TEXTOID, JSONBOID}, NULL
+	"WITH e AS (INSERT INTO workflows.events (instance_id, type, payload) VALUES ($1, $2, $3)) "
+	"INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"SELECT $4, 'send_event', $1, $5, $6::oid::regrole, "
+	"       jsonb_build_object('type', $2, 'payload_bytes', octet_length(p.t), 'payload_md5', md5(p.t)) "
+	"FROM (SELECT $3::text AS t) p",
+	6, {TEXTOID, TEXTOID, JSONBOID, TEXTOID, TEXTOID, OIDOID}, NULL
+};
+
+static WfQuery q_audit = {
+	"INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"VALUES ($1, $2, $3, $4, $5::oid::regrole, $6)",
+	6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID}, NULL
 };
 
 /*
- * Run the body of an API function as the extension's owner, connected to
- * SPI.  The caller's identity must have been captured before.
+ * Record an action in workflows.audit; connected to SPI, as the extension's
+ * owner.  instance, workflow and details may be NULL, owner InvalidOid.
  */
-typedef struct WfAsOwner
-{
-	Oid			save_userid;
-	int			save_sec;
-} WfAsOwner;
-
 static void
-as_owner_begin(WfAsOwner *s)
+audit(Oid caller, const char *action, const char *instance, const char *workflow,
+	  Oid owner, Jsonb *details)
+{
+	Datum		v[6];
+	char		n[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	v[0] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	v[1] = CStringGetTextDatum(action);
+	v[2] = instance ? CStringGetTextDatum(instance) : (Datum) 0;
+	n[2] = instance ? ' ' : 'n';
+	v[3] = workflow ? CStringGetTextDatum(workflow) : (Datum) 0;
+	n[3] = workflow ? ' ' : 'n';
+	v[4] = ObjectIdGetDatum(owner);
+	n[4] = OidIsValid(owner) ? ' ' : 'n';
+	v[5] = details ? JsonbPGetDatum(details) : (Datum) 0;
+	n[5] = details ? ' ' : 'n';
+	wf_query(&q_audit, v, n, 0);
+}
+
+/* a JSON string for building details; quotes and escapes s */
+static char *
+json_str(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	escape_json(&buf, s);
+	return buf.data;
+}
+
+/*
+ * An instance the caller looked up is not there for it: 42501 if it exists
+ * but belongs to a role the caller may not act for (instance ids are one
+ * namespace per database and not secret), 42704 if it does not exist.
+ */
+static void
+instance_unusable(const char *id, bool exists)
+{
+	if (exists)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for workflow instance \"%s\"", id),
+				 errdetail("Only its owner and members of workflows_admin may use it.")));
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("workflow instance \"%s\" does not exist", id)));
+}
+
+/*
+ * Look up an instance for a caller, as the extension's owner: an error if
+ * it does not exist or the caller may not act on it; else its row (owner,
+ * status, workflow) is row 0 of SPI_tuptable.
+ */
+static void
+find_instance(const char *id, Oid caller)
+{
+	Datum		v[1];
+	bool		isnull;
+
+	v[0] = CStringGetTextDatum(id);
+	if (wf_query(&q_instance_owner, v, NULL, 1) == 0)
+		instance_unusable(id, false);
+	if (!wf_can_see(DatumGetObjectId(wf_get_datum(0, 1, &isnull)), caller))
+		instance_unusable(id, true);
+}
+
+/*
+ * Run the body of an API function as the extension's owner, connected to
+ * SPI.  The caller's identity must have been captured before.  Also used
+ * by roles.c.
+ */
+void
+wf_as_owner_begin(WfAsOwner *s)
 {
 	GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
 	SetUserIdAndSecContext(wf_extension_owner(),
@@ -126,8 +222,8 @@ as_owner_begin(WfAsOwner *s)
 		elog(ERROR, "SPI_connect failed");
 }
 
-static void
-as_owner_end(WfAsOwner *s)
+void
+wf_as_owner_end(WfAsOwner *s)
 {
 	SPI_finish();
 	SetUserIdAndSecContext(s->save_userid, s->save_sec);
@@ -222,6 +318,8 @@ wf_register(PG_FUNCTION_ARGS)
 	Datum		v[4];
 	char	   *version = NULL;
 	bool		isnull;
+	bool		new_version = false;
+	Oid			owner;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -238,21 +336,18 @@ wf_register(PG_FUNCTION_ARGS)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 	hash = wf_function_hash(fn);
 
-	as_owner_begin(&s);
+	wf_as_owner_begin(&s);
 	v[0] = CStringGetTextDatum(name);
 	v[1] = ObjectIdGetDatum(caller);
 	wf_query(&q_add_workflow, v, NULL, 0);
 	wf_query(&q_workflow, v, NULL, 1);
-	{
-		Oid			owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
-
-		if (!has_privs_of_role(caller, owner))
-			ereport(ERROR,
-					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-					 errmsg("workflow \"%s\" belongs to role %s", name,
-							GetUserNameFromId(owner, false)),
-					 errdetail("Only its owner can register new versions of it.")));
-	}
+	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
+	if (!has_privs_of_role(caller, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("workflow \"%s\" belongs to role %s", name,
+						GetUserNameFromId(owner, false)),
+				 errdetail("Only its owner can register new versions of it.")));
 
 	if (wf_query(&q_newest_version, v, NULL, 1) == 1 &&
 		DatumGetObjectId(wf_get_datum(0, 2, &isnull)) == fn &&
@@ -265,9 +360,14 @@ wf_register(PG_FUNCTION_ARGS)
 		v[3] = ObjectIdGetDatum(caller);
 		wf_query(&q_add_version, v, NULL, 0);
 		version = wf_get_text(0, 1);
+		new_version = true;
 	}
 	version = spi_strdup(version);
-	as_owner_end(&s);
+	audit(caller, "register", NULL, name, owner,
+		  wf_cstring_jsonb(psprintf("{\"function\": %s, \"version_id\": %s, \"new_version\": %s}",
+									json_str(format_procedure(fn)), json_str(version),
+									new_version ? "true" : "false")));
+	wf_as_owner_end(&s);
 	PG_RETURN_TEXT_P(cstring_to_text(version));
 }
 
@@ -288,8 +388,8 @@ wf_create(PG_FUNCTION_ARGS)
 	Jsonb	   *params;
 	char	   *id = NULL;
 	WfAsOwner	s;
-	Datum		v[6];
-	char		n[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		v[7];
+	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	Oid			fn;
 	AclResult	aclresult;
@@ -330,7 +430,7 @@ wf_create(PG_FUNCTION_ARGS)
 					 errmsg("trigger is %u bytes, more than 4096", (unsigned int) VARSIZE(trigger))));
 	}
 
-	as_owner_begin(&s);
+	wf_as_owner_begin(&s);
 	v[0] = CStringGetTextDatum(workflow);
 	if (wf_query(&q_newest_version, v, NULL, 1) == 0)
 		ereport(ERROR,
@@ -351,13 +451,14 @@ wf_create(PG_FUNCTION_ARGS)
 	v[4] = JsonbPGetDatum(params);
 	v[5] = JsonbPGetDatum(trigger);
 	n[5] = trigger ? ' ' : 'n';
+	v[6] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 	if (wf_query(&q_add_instance, v, n, 0) == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("workflow instance \"%s\" already exists", id),
 				 errhint("Instance ids are unique; choose another id or pass NULL for a generated one.")));
 	result = spi_strdup(wf_get_text(0, 1));
-	as_owner_end(&s);
+	wf_as_owner_end(&s);
 
 	wf_wake_at_commit();
 	PG_RETURN_TEXT_P(cstring_to_text(result));
@@ -380,10 +481,12 @@ wf_send_event(PG_FUNCTION_ARGS)
 	char	   *type = required_text(fcinfo, 1, "event type");
 	Jsonb	   *payload = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	WfAsOwner	s;
-	Datum		v[3];
-	char		n[3] = {' ', ' ', ' '};
+	Datum		v[6];
+	char		n[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	bool		isnull;
 	char	   *status;
+	Oid			owner;
+	char	   *workflow;
 
 	if (type[0] == '\0' || strlen(type) > WF_MAX_NAME_LEN)
 		ereport(ERROR,
@@ -391,25 +494,26 @@ wf_send_event(PG_FUNCTION_ARGS)
 				 errmsg("event type must be 1 to %d bytes long", WF_MAX_NAME_LEN)));
 	check_payload(payload, "event payload");
 
-	as_owner_begin(&s);
-	v[0] = CStringGetTextDatum(instance);
-	if (wf_query(&q_instance_owner, v, NULL, 1) == 0 ||
-		!wf_can_see(DatumGetObjectId(wf_get_datum(0, 1, &isnull)), caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("workflow instance \"%s\" does not exist", instance)));
+	wf_as_owner_begin(&s);
+	find_instance(instance, caller);
+	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
 	status = wf_get_text(0, 2);
+	workflow = wf_get_text(0, 3);
 	if (strcmp(status, "complete") == 0 || strcmp(status, "errored") == 0 ||
 		strcmp(status, "terminated") == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_WF_INVALID_STATUS),
 				 errmsg("cannot send an event to workflow instance \"%s\": it is %s",
 						instance, status)));
+	v[0] = CStringGetTextDatum(instance);
 	v[1] = CStringGetTextDatum(type);
 	v[2] = JsonbPGetDatum(payload);
 	n[2] = payload ? ' ' : 'n';
+	v[3] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	v[4] = CStringGetTextDatum(workflow);
+	v[5] = ObjectIdGetDatum(owner);
 	wf_query(&q_add_event, v, n, 0);
-	as_owner_end(&s);
+	wf_as_owner_end(&s);
 
 	wf_signal_at_commit();
 	PG_RETURN_VOID();
@@ -448,6 +552,11 @@ wf_launch(PG_FUNCTION_ARGS)
 
 static WfQuery q_status = {
 	"SELECT status FROM workflows.instances WHERE id = $1",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_unusable = {
+	"SELECT workflows._instance_unusable($1)",
 	1, {TEXTOID}, NULL
 };
 
@@ -517,9 +626,7 @@ wf_wait(PG_FUNCTION_ARGS)
 
 			/* a new snapshot for each look; RLS hides others' instances */
 			if (wf_query(&q_status, v, NULL, 1) == 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_OBJECT),
-						 errmsg("workflow instance \"%s\" does not exist", id)));
+				wf_query(&q_unusable, v, NULL, 0);	/* raises */
 			status = wf_get_text(0, 1);
 			if (is_final(status))
 				break;
@@ -588,14 +695,14 @@ run_command(const char *id, const char *command, const char *from_step)
 	char	   *result;
 	bool		locked = false;
 	int			tries;
+	Oid			owner;
+	char	   *workflow;
 
-	as_owner_begin(&s);
+	wf_as_owner_begin(&s);
+	find_instance(id, caller);
+	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
+	workflow = wf_get_text(0, 3);
 	v[0] = CStringGetTextDatum(id);
-	if (wf_query(&q_instance_owner, v, NULL, 1) == 0 ||
-		!wf_can_see(DatumGetObjectId(wf_get_datum(0, 1, &isnull)), caller))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("workflow instance \"%s\" does not exist", id)));
 	if (from_step != NULL)
 	{
 		v[1] = CStringGetTextDatum(from_step);
@@ -646,7 +753,12 @@ run_command(const char *id, const char *command, const char *from_step)
 		wf_signal_at_commit();
 	}
 	result = spi_strdup(result);
-	as_owner_end(&s);
+	audit(caller, command, id, workflow, owner,
+		  wf_cstring_jsonb(from_step ?
+						   psprintf("{\"result\": %s, \"from_step\": %s}",
+									json_str(result), json_str(from_step)) :
+						   psprintf("{\"result\": %s}", json_str(result))));
+	wf_as_owner_end(&s);
 	return cstring_to_text(result);
 }
 
@@ -689,12 +801,21 @@ wf_restart(PG_FUNCTION_ARGS)
 
 /* ---- batches ---- */
 
+/* the instances and one audit row for each created, in one statement */
 static WfQuery q_add_instances = {
-	"INSERT INTO workflows.instances (id, workflow, version_id, owner, params, wake_at) "
-	"SELECT x.id, $1, $2, $3::oid::regrole, x.params, now() "
-	"FROM unnest($4::text[], $5::jsonb[]) AS x(id, params) "
-	"ON CONFLICT (id) DO NOTHING RETURNING id",
-	5, {TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, JSONBARRAYOID}, NULL
+	"WITH i AS ("
+	"  INSERT INTO workflows.instances (id, workflow, version_id, owner, params, wake_at) "
+	"  SELECT x.id, $1, $2, $3::oid::regrole, x.params, now() "
+	"  FROM unnest($4::text[], $5::jsonb[]) AS x(id, params) "
+	"  ON CONFLICT (id) DO NOTHING RETURNING id, params), "
+	"a AS ("
+	"  INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"  SELECT $6, 'create', i.id, $1, $3::oid::regrole, "
+	"         jsonb_build_object('source', 'api', 'batch', true, "
+	"                            'params_bytes', octet_length(p.t), 'params_md5', md5(p.t)) "
+	"  FROM i, LATERAL (SELECT i.params::text AS t) p) "
+	"SELECT id FROM i",
+	6, {TEXTOID, TEXTOID, OIDOID, TEXTARRAYOID, JSONBARRAYOID, TEXTOID}, NULL
 };
 
 static WfQuery q_existing = {
@@ -740,7 +861,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	HTAB	   *seen;
 	HASHCTL		ctl;
 	WfAsOwner	s;
-	Datum		qv[5];
+	Datum		qv[6];
 	bool		isnull;
 	Oid			fn;
 	AclResult	aclresult;
@@ -809,7 +930,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
-	as_owner_begin(&s);
+	wf_as_owner_begin(&s);
 	qv[0] = CStringGetTextDatum(workflow);
 	if (wf_query(&q_newest_version, qv, NULL, 1) == 0)
 		ereport(ERROR,
@@ -825,6 +946,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	qv[2] = ObjectIdGetDatum(caller);
 	qv[3] = PointerGetDatum(construct_array(ids, count, TEXTOID, -1, false, TYPALIGN_INT));
 	qv[4] = PointerGetDatum(construct_array(params, count, JSONBOID, -1, false, TYPALIGN_INT));
+	qv[5] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 	inserted = wf_query(&q_add_instances, qv, NULL, 0);
 
 	if ((long) inserted < hash_get_num_entries(seen))
@@ -857,7 +979,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 						 errmsg("workflow instance \"%s\" already exists and belongs to another role", id)));
 		}
 	}
-	as_owner_end(&s);
+	wf_as_owner_end(&s);
 
 	MemoryContextSwitchTo(callcxt);
 	seen = hash_create("workflows batch ids out", Max(count, 16), &ctl,
@@ -924,4 +1046,193 @@ wf_executors(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+
+/* ---- erasure, retention, schedules ---- */
+
+static WfQuery q_lock_finished = {
+	"SELECT status FROM workflows.instances WHERE id = $1 FOR UPDATE",
+	1, {TEXTOID}, NULL
+};
+
+/*
+ * Delete the instance (steps, attempts, events and requests go with it by
+ * cascade) and every audit row about it, and leave one row saying that it
+ * was erased, when and by whom: nothing else of it remains.
+ */
+static WfQuery q_erase = {
+	"WITH old AS (DELETE FROM workflows.audit WHERE instance_id = $1), "
+	"i AS (DELETE FROM workflows.instances WHERE id = $1 RETURNING workflow, owner, status) "
+	"INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"SELECT $2, 'erase', $1, i.workflow, i.owner, "
+	"       jsonb_build_object('status', i.status) || COALESCE($3, '{}') FROM i",
+	3, {TEXTOID, TEXTOID, JSONBOID}, NULL
+};
+
+/*
+ * Erase one instance; connected to SPI as the extension's owner.  Used by
+ * erase() after its checks, and by DROP OWNED (roles.c), which erases the
+ * instances of a role whatever their status.  Returns false if the
+ * instance was gone.
+ */
+bool
+wf_erase_instance(const char *id, Oid caller, Jsonb *details)
+{
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	v[2] = details ? JsonbPGetDatum(details) : (Datum) 0;
+	n[2] = details ? ' ' : 'n';
+	return wf_query(&q_erase, v, n, 0) == 1;
+}
+
+/*
+ * workflows.erase(id text) returns void
+ *
+ * For the owner of a finished (complete, errored) or terminated instance,
+ * or a member of workflows_admin: delete it with everything it has, in the
+ * caller's transaction.  A live instance is an error (55000) and nothing
+ * changes: terminate it first.  The status is read before taking the row
+ * lock, so that erasing a running instance fails at once instead of
+ * waiting for its step; it is read again under the lock, in case a restart
+ * made it live meanwhile.
+ */
+static void
+check_erasable(const char *id, const char *status)
+{
+	if (!is_final(status))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot erase workflow instance \"%s\": it is %s", id, status),
+				 errdetail("Only complete, errored and terminated instances can be erased."),
+				 errhint("Terminate it first with workflows.terminate().")));
+}
+
+Datum
+wf_erase(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *id = required_text(fcinfo, 0, "instance id");
+	WfAsOwner	s;
+	Datum		v[1];
+
+	wf_as_owner_begin(&s);
+	find_instance(id, caller);
+	check_erasable(id, wf_get_text(0, 2));
+	v[0] = CStringGetTextDatum(id);
+	if (wf_query(&q_lock_finished, v, NULL, 1) == 0)
+		instance_unusable(id, false);
+	check_erasable(id, wf_get_text(0, 1));
+	(void) wf_erase_instance(id, caller, NULL);
+	wf_as_owner_end(&s);
+	PG_RETURN_VOID();
+}
+
+static WfQuery q_set_retention = {
+	"WITH w AS (UPDATE workflows.workflows SET retention = $2 WHERE name = $1 RETURNING name) "
+	"INSERT INTO workflows.audit (\"current_role\", action, workflow, owner, details) "
+	"SELECT $3, 'set_retention', $1, $4::oid::regrole, "
+	"       jsonb_build_object('retention', $2::text) FROM w",
+	4, {TEXTOID, INTERVALOID, TEXTOID, OIDOID}, NULL
+};
+
+/*
+ * workflows.set_retention(workflow text, retention interval) returns void
+ *
+ * How long finished instances of one workflow are kept, instead of
+ * workflows.retention; NULL goes back to it, 0 keeps them forever.  For the
+ * workflow's owner or a member of workflows_admin.
+ */
+Datum
+wf_set_retention(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *workflow = required_text(fcinfo, 0, "workflow name");
+	Interval   *retention = PG_ARGISNULL(1) ? NULL : PG_GETARG_INTERVAL_P(1);
+	WfAsOwner	s;
+	Datum		v[4];
+	char		n[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	Oid			owner;
+
+	if (retention != NULL && wf_interval_ms(retention) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retention must not be negative"),
+				 errhint("Use 0 to keep the instances forever, NULL for workflows.retention.")));
+
+	wf_as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(workflow);
+	if (wf_query(&q_workflow, v, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow)));
+	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
+	if (!wf_can_see(owner, caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for workflow \"%s\"", workflow),
+				 errdetail("Only its owner and members of workflows_admin may set its retention.")));
+	v[1] = retention ? IntervalPGetDatum(retention) : (Datum) 0;
+	n[1] = retention ? ' ' : 'n';
+	v[2] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	v[3] = ObjectIdGetDatum(owner);
+	wf_query(&q_set_retention, v, n, 0);
+	wf_as_owner_end(&s);
+	PG_RETURN_VOID();
+}
+
+/*
+ * Only what happened can be recorded: a 'schedule' row if the caller's job
+ * for the schedule exists, an 'unschedule' row if it does not (any more).
+ */
+static WfQuery q_audit_schedule = {
+	"INSERT INTO workflows.audit (\"current_role\", action, workflow, owner, details) "
+	"SELECT $3, $1, $4, $5::oid::regrole, "
+	"       jsonb_build_object('schedule', $2) || COALESCE($6, '{}') "
+	"WHERE ($1 = 'schedule') = EXISTS (SELECT 1 FROM cron.job j "
+	"      WHERE j.jobname = workflows._cron_job_name($2) AND j.username = $3)",
+	6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID}, NULL
+};
+
+/*
+ * workflows._audit_schedule(action text, schedule_name text, workflow text,
+ * details jsonb): the audit row of schedule() and unschedule(), which run
+ * with the caller's rights (pg_cron checks them).  Executable by PUBLIC for
+ * that reason, so it records the real caller and checks that the change
+ * it records is there.
+ */
+Datum
+wf_audit_schedule(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *action = required_text(fcinfo, 0, "action");
+	char	   *name = required_text(fcinfo, 1, "schedule name");
+	WfAsOwner	s;
+	Datum		v[6];
+	char		n[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+
+	if (strcmp(action, "schedule") != 0 && strcmp(action, "unschedule") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid schedule action \"%s\"", action)));
+	wf_as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(action);
+	v[1] = CStringGetTextDatum(name);
+	v[2] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	v[3] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	n[3] = PG_ARGISNULL(2) ? 'n' : ' ';
+	v[4] = ObjectIdGetDatum(caller);
+	v[5] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	n[5] = PG_ARGISNULL(3) ? 'n' : ' ';
+	if (wf_query(&q_audit_schedule, v, n, 0) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot record %s of schedule \"%s\": it did not happen", action, name),
+				 errdetail("Only schedule() and unschedule() record schedule changes.")));
+	wf_as_owner_end(&s);
+	PG_RETURN_VOID();
 }

@@ -36,7 +36,8 @@
 #define ERRCODE_WF_LIMIT_EXCEEDED		MAKE_SQLSTATE('W','F','0','0','7')
 /* the process running a step died several times: the step is quarantined */
 #define ERRCODE_WF_STEP_CRASHED			MAKE_SQLSTATE('W','F','0','0','8')
-/* the engine could not advance an instance (not its step's fault) */
+/* the engine could not advance an instance (not its step's fault: its
+ * bookkeeping failed, its function or its owner was dropped) */
 #define ERRCODE_WF_ENGINE_FAILED		MAKE_SQLSTATE('W','F','0','0','9')
 
 #endif							/* WF_ERRORS_H */

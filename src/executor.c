@@ -115,7 +115,8 @@ static WfQuery q_step_upsert = {
 
 static WfQuery q_attempt = {
 	"INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, "
-	"  ended_at, success, error) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+	"  ended_at, success, error, run) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+	"  (SELECT run FROM workflows.instances WHERE id = $1))",
 	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID, JSONBOID}, NULL
 };
 
@@ -179,11 +180,9 @@ static WfQuery q_sweep_requests = {
 	1, {TIMESTAMPTZOID}, NULL
 };
 
+/* per-workflow retention and the audit trail's: see workflows._purge() */
 static WfQuery q_purge = {
-	"DELETE FROM workflows.instances WHERE id IN ("
-	"  SELECT id FROM workflows.instances "
-	"  WHERE ended_at < $1 AND status IN ('complete', 'errored', 'terminated') "
-	"  ORDER BY ended_at LIMIT 500 FOR UPDATE SKIP LOCKED)",
+	"SELECT workflows._purge($1, 500)",
 	1, {TIMESTAMPTZOID}, NULL
 };
 
@@ -1084,6 +1083,9 @@ tick(bool *claimed)
 			out.error = wf_error_jsonb(error);
 		}
 	}
+	/* its owner was dropped from another database (see roles.c) */
+	if (out.status == NULL && (out.error = wf_missing_owner_error(owner)) != NULL)
+		out.status = "errored";
 
 	while (out.status == NULL)
 	{
@@ -1391,9 +1393,10 @@ purge_finished(void)
 	static TimestampTz last = 0;
 	TimestampTz now = GetCurrentTimestamp();
 	int			deleted;
+	bool		isnull;
 
-	if (wf_retention_s <= 0 || my_slot->index != 0 ||
-		!TimestampDifferenceExceeds(last, now, Min(60, wf_retention_s) * 1000))
+	if (my_slot->index != 0 ||
+		!TimestampDifferenceExceeds(last, now, Min(60, wf_retention_s > 0 ? wf_retention_s : 60) * 1000))
 		return;
 	last = now;
 	do
@@ -1408,7 +1411,8 @@ purge_finished(void)
 			return;
 		}
 		v[0] = TimestampTzGetDatum(now - (TimestampTz) wf_retention_s * USECS_PER_SEC);
-		deleted = wf_query(&q_purge, v, NULL, 0);
+		wf_query(&q_purge, v, wf_retention_s > 0 ? NULL : "n", 1);
+		deleted = (int) DatumGetInt64(wf_get_datum(0, 1, &isnull));
 		end_tx();
 		if (deleted > 0)
 			ereport(DEBUG1, (errmsg("workflows: deleted %d finished instances", deleted)));
@@ -1570,8 +1574,8 @@ wf_executor_main(Datum arg)
 			timeout = Min(wf_poll_interval_ms,
 						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next)));
 		/* executor 0 looks for expired instances once a minute */
-		if (wf_retention_s > 0 && my_slot->index == 0)
-			timeout = Min(timeout, Min(60, wf_retention_s) * 1000);
+		if (my_slot->index == 0)
+			timeout = Min(timeout, Min(60, wf_retention_s > 0 ? wf_retention_s : 60) * 1000);
 		if (timeout > 0)
 			(void) WaitLatch(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,

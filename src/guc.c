@@ -28,6 +28,7 @@ int			wf_max_step_crashes = 3;
 char	   *wf_step_search_path = NULL;
 int			wf_retention_s = 7 * 24 * 3600;
 int			wf_memo_cache_kb = 16 * 1024;
+int			wf_audit_retention_s = 30 * 24 * 3600;
 int			wf_log_level = WF_LOG_FAILURES;
 bool		wf_log_step_details = true;
 bool		wf_notify = true;
@@ -128,6 +129,14 @@ wf_define_gucs(void)
 							&wf_memo_cache_kb,
 							16 * 1024, 0, INT_MAX / 1024,
 							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.audit_retention",
+							"How long rows of the audit trail (workflows.audit) are kept.",
+							"Older rows are deleted in the background with finished instances and by workflows.purge(). 0 keeps them forever.",
+							&wf_audit_retention_s,
+							30 * 24 * 3600, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	DefineCustomEnumVariable("workflows.log_level",

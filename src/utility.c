@@ -89,6 +89,7 @@ wf_process_utility(PlannedStmt *pstmt, const char *queryString,
 			 drops_workflows((DropStmt *) parsetree))
 		wf_wake_at_commit();
 
+	wf_roles_utility(parsetree, false);
 	PG_TRY();
 	{
 		if (prev_utility_hook)
@@ -106,6 +107,7 @@ wf_process_utility(PlannedStmt *pstmt, const char *queryString,
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	wf_roles_utility(parsetree, true);
 }
 
 void

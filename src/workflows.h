@@ -57,6 +57,7 @@ extern int	wf_max_step_crashes;
 extern char *wf_step_search_path;
 extern int	wf_retention_s;
 extern int	wf_memo_cache_kb;
+extern int	wf_audit_retention_s;
 extern int	wf_log_level;
 extern bool wf_log_step_details;
 extern bool wf_notify;
@@ -133,6 +134,21 @@ extern void wf_launch_at_commit(void);
 
 /* ---- utility.c ---- */
 extern void wf_install_utility_hook(void);
+
+/* ---- api.c: run as the extension's owner, connected to SPI ---- */
+typedef struct WfAsOwner
+{
+	Oid			save_userid;
+	int			save_sec;
+} WfAsOwner;
+
+extern void wf_as_owner_begin(WfAsOwner *s);
+extern void wf_as_owner_end(WfAsOwner *s);
+extern bool wf_erase_instance(const char *id, Oid caller, Jsonb *details);
+
+/* ---- roles.c ---- */
+extern void wf_roles_utility(Node *parsetree, bool after);
+extern Jsonb *wf_missing_owner_error(Oid owner);
 
 /* ---- launcher.c / executor.c ---- */
 extern PGDLLEXPORT void wf_launcher_main(Datum arg);

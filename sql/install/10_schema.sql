@@ -31,7 +31,10 @@ CREATE TABLE workflows.workflows (
     name        text PRIMARY KEY
                 CHECK (name <> '' AND octet_length(name) <= 200),
     owner       regrole NOT NULL,
-    created_at  timestamptz NOT NULL DEFAULT now()
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    -- how long finished instances of this workflow are kept; NULL: the
+    -- global workflows.retention; 0: forever (workflows.set_retention())
+    retention   interval
 );
 
 CREATE TABLE workflows.versions (
@@ -69,7 +72,9 @@ CREATE TABLE workflows.instances (
     -- event type while the instance waits for an event
     waiting_for text,
     -- bumped by every executor commit: tells an executor its memo cache is stale
-    revision    bigint NOT NULL DEFAULT 0
+    revision    bigint NOT NULL DEFAULT 0,
+    -- the run: 1, bumped by every restart; attempts are kept per run
+    run         integer NOT NULL DEFAULT 1
 );
 -- the scheduler's only scan: runnable instances by wake time
 CREATE INDEX instances_runnable ON workflows.instances (wake_at) WHERE wake_at IS NOT NULL;
@@ -99,6 +104,12 @@ CREATE TABLE workflows.steps (
     PRIMARY KEY (instance_id, key)
 );
 
+/*
+ * Attempts belong to the instance, not to the step row: a restart deletes
+ * the step rows it runs again, but keeps the attempts (and their errors) of
+ * the run it replaces, under that run's number, until the instance goes.
+ * (The columns are in the order an updated 0.1 database has them.)
+ */
 CREATE TABLE workflows.attempts (
     instance_id text NOT NULL,
     step_key    text NOT NULL,
@@ -107,9 +118,10 @@ CREATE TABLE workflows.attempts (
     ended_at    timestamptz NOT NULL,
     success     boolean NOT NULL,
     error       jsonb,
-    PRIMARY KEY (instance_id, step_key, attempt),
-    FOREIGN KEY (instance_id, step_key)
-        REFERENCES workflows.steps (instance_id, key) ON DELETE CASCADE
+    run         integer NOT NULL,
+    CONSTRAINT attempts_pkey PRIMARY KEY (instance_id, run, step_key, attempt),
+    CONSTRAINT attempts_instance_id_fkey FOREIGN KEY (instance_id)
+        REFERENCES workflows.instances (id) ON DELETE CASCADE
 );
 
 CREATE TABLE workflows.events (
@@ -135,6 +147,33 @@ CREATE TABLE workflows.requests (
     requested_at timestamptz NOT NULL DEFAULT now()
 );
 
+/*
+ * The audit trail: who did what to which instance or workflow, and when.
+ * One row per control action, written in the action's transaction by the
+ * function that performs it (nobody writes it directly).  details holds
+ * only non-payload arguments: sizes and hashes stand for params and event
+ * payloads, never their content.  Rows are kept for workflows.audit_retention;
+ * erase() deletes an instance's rows and leaves one 'erase' row.
+ */
+CREATE TABLE workflows.audit (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    session_role name NOT NULL DEFAULT session_user,
+    -- the role that acted (current_user at the call); a keyword: quote it
+    "current_role" name NOT NULL,
+    action      text NOT NULL
+                CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
+                                  'restart', 'erase', 'send_event', 'schedule',
+                                  'unschedule', 'set_retention', 'reassign')),
+    instance_id text,
+    workflow    text,
+    -- whose instance or workflow it concerns: decides who may read the row
+    owner       regrole,
+    details     jsonb
+);
+CREATE INDEX audit_by_instance ON workflows.audit (instance_id) WHERE instance_id IS NOT NULL;
+CREATE INDEX audit_by_time ON workflows.audit (at);
+
 -- the tables' rows are user data: pg_dump must dump them
 SELECT pg_catalog.pg_extension_config_dump('workflows.workflows', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.versions', '');
@@ -143,6 +182,7 @@ SELECT pg_catalog.pg_extension_config_dump('workflows.steps', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.events', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.requests', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.audit', '');
 
 /*
  * Row-level security: a role sees the instances it owns (or that a role it
@@ -174,8 +214,38 @@ ALTER TABLE workflows.requests ENABLE ROW LEVEL SECURITY;
 CREATE POLICY requests_visible ON workflows.requests FOR SELECT
     USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
 
+ALTER TABLE workflows.audit ENABLE ROW LEVEL SECURITY;
+CREATE POLICY audit_visible ON workflows.audit FOR SELECT
+    USING (workflows._visible(owner));
+
 REVOKE ALL ON ALL TABLES IN SCHEMA workflows FROM PUBLIC;
 GRANT USAGE ON SCHEMA workflows TO PUBLIC;
 GRANT SELECT ON workflows.workflows, workflows.versions, workflows.instances,
-    workflows.steps, workflows.attempts, workflows.events, workflows.requests TO PUBLIC;
+    workflows.steps, workflows.attempts, workflows.events, workflows.requests,
+    workflows.audit TO PUBLIC;
+
+/*
+ * Why an instance id cannot be used: instance ids are one namespace per
+ * database and are not secret (create() with a taken id says so), so an
+ * instance the caller may not see is "permission denied" (42501) and only
+ * an id that exists nowhere is "does not exist" (42704).  Always raises.
+ * SECURITY DEFINER to look past row-level security; it reveals only
+ * whether an id exists.
+ */
+CREATE FUNCTION workflows._instance_unusable(id text)
+    RETURNS void
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = _instance_unusable.id) THEN
+        RAISE EXCEPTION 'permission denied for workflow instance "%"', id
+            USING ERRCODE = 'insufficient_privilege',
+                  DETAIL = 'Only its owner and members of workflows_admin may use it.';
+    END IF;
+    RAISE EXCEPTION 'workflow instance "%" does not exist', id
+        USING ERRCODE = 'undefined_object';
+END
+$$;
+GRANT EXECUTE ON FUNCTION workflows._instance_unusable(text) TO PUBLIC;
 

@@ -28,7 +28,11 @@ CREATE FUNCTION workflows._step_doc(s workflows.steps)
                     'attempt', a.attempt, 'start', a.started_at, 'end', a.ended_at,
                     'success', a.success, 'error', a.error)) ORDER BY a.attempt)
            FROM workflows.attempts a
-          WHERE a.instance_id = s.instance_id AND a.step_key = s.key), '[]'))
+          WHERE a.instance_id = s.instance_id AND a.step_key = s.key
+            -- the run that made this step's memo: the current run, or the
+            -- earlier one a restart from a later step kept it from
+            AND a.run = (SELECT max(b.run) FROM workflows.attempts b
+                          WHERE b.instance_id = s.instance_id AND b.step_key = s.key)), '[]'))
        ELSE '{}' END
     $$;
 
@@ -42,8 +46,7 @@ DECLARE
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = status.id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'workflow instance "%" does not exist', id
-            USING ERRCODE = 'undefined_object';
+        PERFORM workflows._instance_unusable(id);
     END IF;
     RETURN jsonb_build_object(
         'id', i.id,
@@ -55,6 +58,7 @@ BEGIN
         'params', i.params,
         'trigger', i.trigger,
         'versionId', i.version_id,
+        'run', i.run,
         'queued', i.created_at,
         'start', i.started_at,
         'end', i.ended_at,
@@ -68,7 +72,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION workflows.status(text) IS
-    'the instance as one JSON document: status, params, trigger, versionId, times, steps with attempts, error, output';
+    'the instance as one JSON document: status, params, trigger, versionId, run, times, steps with attempts, error, output';
 
 
 /*

@@ -60,13 +60,14 @@ BEGIN
          WHERE e.instance_id = instance AND e.consumed_by IN (
                SELECT s.key FROM workflows.steps s
                 WHERE s.instance_id = instance AND s.seq >= from_seq);
+        -- (their attempts stay, under the run number being replaced)
         DELETE FROM workflows.steps s WHERE s.instance_id = instance AND s.seq >= from_seq;
         new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
         UPDATE workflows.instances
            SET status = new_status, wake_at = now(), waiting_for = NULL, output = NULL,
                error = NULL, ended_at = NULL,
                started_at = CASE WHEN from_seq = 0 THEN NULL ELSE started_at END,
-               revision = revision + 1
+               revision = revision + 1, run = run + 1
          WHERE id = instance;
     ELSIF strict THEN
         RAISE EXCEPTION 'cannot % workflow instance "%": it is %', command, instance, i.status
@@ -121,8 +122,49 @@ COMMENT ON FUNCTION workflows.create_batch(text, jsonb, boolean) IS
 
 /*
  * Retention: executor 0 of each database deletes finished instances older
- * than workflows.retention in the background; purge() does it now.
+ * than their workflow's retention (set_retention()), or workflows.retention,
+ * and audit rows older than workflows.audit_retention, in the background;
+ * purge() does it now.
+ *
+ * _purge() deletes up to batch instances (NULL: all) that ended before
+ * cutoff (NULL: keep those of workflows without a retention of their own)
+ * or, for a workflow with its own retention, more than that long ago (0:
+ * never), and as many audit rows; returns the larger of the two counts, so
+ * that a caller deleting in batches knows when to stop.
  */
+CREATE FUNCTION workflows._purge(cutoff timestamptz, batch integer)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+    m bigint := 0;
+    audit_keep interval := current_setting('workflows.audit_retention')::interval;
+BEGIN
+    DELETE FROM workflows.instances WHERE id IN (
+        SELECT i.id FROM workflows.instances i
+          LEFT JOIN workflows.workflows w ON w.name = i.workflow
+         WHERE i.status IN ('complete', 'errored', 'terminated')
+           AND CASE WHEN w.retention IS NULL THEN i.ended_at < cutoff
+                    ELSE w.retention > interval '0' AND i.ended_at < now() - w.retention END
+         ORDER BY i.ended_at
+         LIMIT batch
+           FOR UPDATE OF i SKIP LOCKED);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF audit_keep > interval '0' THEN
+        DELETE FROM workflows.audit WHERE id IN (
+            SELECT a.id FROM workflows.audit a
+             WHERE a.at < now() - audit_keep
+             ORDER BY a.at
+             LIMIT batch);
+        GET DIAGNOSTICS m = ROW_COUNT;
+    END IF;
+    RETURN greatest(n, m);
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._purge(timestamptz, integer) FROM PUBLIC;
+
 CREATE FUNCTION workflows.purge(older_than interval)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE STRICT
@@ -135,13 +177,38 @@ BEGIN
         RAISE EXCEPTION 'older_than must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
     DELETE FROM workflows.instances i
-     WHERE i.status IN ('complete', 'errored', 'terminated')
-       AND i.ended_at < now() - older_than;
+     USING (SELECT i2.id FROM workflows.instances i2
+              LEFT JOIN workflows.workflows w ON w.name = i2.workflow
+             WHERE i2.status IN ('complete', 'errored', 'terminated')
+               AND CASE WHEN w.retention IS NULL THEN i2.ended_at < now() - older_than
+                        ELSE w.retention > interval '0' AND i2.ended_at < now() - w.retention END) d
+     WHERE i.id = d.id;
     GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM workflows._purge(NULL, NULL);
     RETURN n;
 END
 $$;
 REVOKE ALL ON FUNCTION workflows.purge(interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION workflows.purge(interval) TO workflows_admin;
 COMMENT ON FUNCTION workflows.purge(interval) IS
-    'delete complete, errored and terminated instances that ended more than older_than ago, with their steps, attempts and events';
+    'delete finished instances that ended more than older_than (or their workflow''s own retention) ago, with their steps, attempts and events, and audit rows older than workflows.audit_retention, and return the number of instances deleted';
+
+CREATE FUNCTION workflows.set_retention(workflow text, retention interval)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_set_retention';
+COMMENT ON FUNCTION workflows.set_retention(text, interval) IS
+    'keep finished instances of a workflow this long instead of workflows.retention (0: forever, NULL: back to workflows.retention)';
+
+/*
+ * Erasure: an instance and everything it has, audit rows included, except
+ * one audit row saying that it was erased.
+ */
+CREATE FUNCTION workflows.erase(id text)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_erase';
+COMMENT ON FUNCTION workflows.erase(text) IS
+    'delete a finished or terminated instance with its steps, attempts, events, requests and audit rows, leaving one audit row of the erasure';

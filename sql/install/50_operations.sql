@@ -129,6 +129,16 @@ GRANT EXECUTE ON FUNCTION workflows._scheduled(jsonb) TO PUBLIC;
 CREATE INDEX instances_by_schedule ON workflows.instances ((trigger->>'schedule'), created_at)
     WHERE trigger->>'source' = 'cron';
 
+-- the audit row of schedule() and unschedule(): see src/api.c
+CREATE FUNCTION workflows._audit_schedule(action text, schedule_name text, workflow text, details jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_audit_schedule';
+-- called by the invoker-rights functions below; it records the real caller
+-- and only a change that is there
+GRANT EXECUTE ON FUNCTION workflows._audit_schedule(text, text, text, jsonb) TO PUBLIC;
+
 CREATE FUNCTION workflows.schedule(schedule_name text, cron text, workflow text,
                                    params jsonb DEFAULT '{}', overlap text DEFAULT 'allow')
     RETURNS bigint
@@ -184,6 +194,10 @@ BEGIN
     EXECUTE 'SELECT cron.schedule($1, $2, $3)' INTO jobid
         USING workflows._cron_job_name(schedule_name), schedule.cron,
               format('SELECT workflows._scheduled($%s$%s$%s$)', tag, body, tag);
+    PERFORM workflows._audit_schedule('schedule', schedule_name, schedule.workflow,
+        jsonb_build_object('cron', schedule.cron, 'overlap', overlap, 'jobid', jobid,
+                           'params_bytes', octet_length(schedule.params::text),
+                           'params_md5', md5(schedule.params::text)));
     RETURN jobid;
 END
 $$;
@@ -210,6 +224,7 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE 'SELECT cron.unschedule($1::name)' USING workflows._cron_job_name(schedule_name);
+    PERFORM workflows._audit_schedule('unschedule', schedule_name, NULL, NULL);
 END
 $$;
 COMMENT ON FUNCTION workflows.unschedule(text) IS

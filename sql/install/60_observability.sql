@@ -89,8 +89,7 @@ DECLARE
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = describe.id;
     IF NOT FOUND THEN
-        RAISE EXCEPTION 'workflow instance "%" does not exist', describe.id
-            USING ERRCODE = 'undefined_object';
+        PERFORM workflows._instance_unusable(describe.id);
     END IF;
     SELECT * INTO req FROM workflows.requests r WHERE r.instance_id = i.id;
     -- the step the instance waits in, if any
@@ -138,6 +137,9 @@ BEGIN
     RETURN NEXT rpad('workflow', label_width) || i.workflow;
     RETURN NEXT rpad('id', label_width) || i.id;
     RETURN NEXT rpad('version', label_width) || i.version_id;
+    IF i.run > 1 THEN
+        RETURN NEXT rpad('run', label_width) || format('%s (restarted %s times)', i.run, i.run - 1);
+    END IF;
     RETURN NEXT rpad('status', label_width) || state;
     RETURN NEXT rpad('trigger', label_width) || trg;
     RETURN NEXT rpad('queued', label_width) || to_char(i.created_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ');

@@ -249,7 +249,7 @@ SELECT is((SELECT count(*) FROM workflows.instances WHERE id IN ('nb-1', 'nb-2')
     'create_batch: none of the valid ids of a refused batch was created');
 
 ------------------------------------------------------------------------------
--- commands on unknown ids: 42704, like an instance one cannot see
+-- commands on unknown ids: 42704 (an instance one may not see is 42501: see ownership.sql)
 ------------------------------------------------------------------------------
 SELECT tap_counts() AS before \gset
 SELECT throws_ok($$SELECT workflows.status('no-such-id')$$,

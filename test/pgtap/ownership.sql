@@ -13,7 +13,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(80);
+SELECT plan(83);
 
 DROP ROLE IF EXISTS wf_tap_alice;
 DROP ROLE IF EXISTS wf_tap_bob;
@@ -347,21 +347,28 @@ SELECT is((SELECT count(*) FROM workflows.attempts WHERE instance_id LIKE 'alice
 SELECT is((SELECT count(*) FROM workflows.instances), 10::bigint,
     'bob sees his own ten instances');
 SELECT throws_ok($$SELECT workflows.status('alice-wait')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: status of alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: status of alice''s instance');
 SELECT throws_ok($$SELECT workflows.wait('alice-wait', '10 ms')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: wait for alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: wait for alice''s instance');
 SELECT throws_ok($$SELECT workflows.send_event('alice-wait', 'go', '{"by": "bob"}')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: send an event to alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: send an event to alice''s instance');
 SELECT throws_ok($$SELECT workflows.pause('alice-wait')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: pause alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: pause alice''s instance');
 SELECT throws_ok($$SELECT workflows.resume('alice-wait')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: resume alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: resume alice''s instance');
 SELECT throws_ok($$SELECT workflows.terminate('alice-wait')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: terminate alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: terminate alice''s instance');
 SELECT throws_ok($$SELECT workflows.restart('alice-wait')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: restart alice''s instance');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: restart alice''s instance');
 SELECT throws_ok($$SELECT workflows.restart('alice-wait', 'w')$$,
-    '42704', 'workflow instance "alice-wait" does not exist', 'bob: restart alice''s instance from a step');
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: restart alice''s instance from a step');
+SELECT throws_ok($$SELECT * FROM workflows.describe('alice-wait')$$,
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: describe alice''s instance');
+SELECT throws_ok($$SELECT workflows.erase('alice-wait')$$,
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: erase alice''s instance');
+SELECT throws_ok($$SELECT workflows.create('bob-flow', '{}', 'alice-wait')$$,
+    '23505', 'workflow instance "alice-wait" already exists',
+    'bob: the id is taken (ids are one namespace per database, and not secret)');
 SELECT throws_ok($$SELECT * FROM workflows.create_batch('bob-flow', '[{"id": "alice-wait"}]', if_not_exists => true)$$,
     '23505', 'workflow instance "alice-wait" already exists and belongs to another role',
     'bob: an idempotent batch does not hand him alice''s instance');
