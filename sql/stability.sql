@@ -58,3 +58,26 @@ SELECT i.id, i.status, s.status AS step, s.attempts, s.error->>'sqlstate' AS sql
 SELECT count(*) AS steps_before_their_instance
   FROM workflows.steps s JOIN workflows.instances i ON i.id = s.instance_id
  WHERE s.started_at < i.started_at;
+
+-- (4) while a step runs, status(), describe() and backlog say so, with the
+-- step in flight (no end yet), before the executor has committed anything
+CREATE FUNCTION stab_slow(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.step('slow', 'SELECT pg_advisory_xact_lock(4242)');
+    RETURN workflows.step('quick', 'SELECT 1');
+END $$;
+SELECT workflows.register('stab-slow', 'stab_slow(jsonb)') IS NOT NULL AS registered;
+SELECT pg_advisory_lock(4242);
+SELECT workflows.create('stab-slow', '{}', 'slow-1');
+SELECT wait_until($$SELECT workflows.status('slow-1')->>'status' = 'running'
+                      AND jsonb_array_length(workflows.status('slow-1')->'steps') = 1$$);
+SELECT status FROM workflows.instances WHERE id = 'slow-1';  -- the last committed state
+SELECT s->>'key' AS key, s->>'status' AS status, s ? 'end' AS has_end,
+       jsonb_array_length(s->'attempts') AS attempts
+  FROM jsonb_array_elements(workflows.status('slow-1')->'steps') s;
+SELECT regexp_replace(line, 'since .*', 'since ...') AS line
+  FROM workflows.describe('slow-1') line WHERE line LIKE 'status%';
+SELECT running FROM workflows.backlog WHERE workflow = 'stab-slow';
+SELECT pg_advisory_unlock(4242);
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'slow-1'$$);
+SELECT s->>'key' AS key, s->>'status' AS status FROM jsonb_array_elements(workflows.status('slow-1')->'steps') s;

@@ -100,7 +100,9 @@ CREATE OR REPLACE FUNCTION workflows._step_doc(s workflows.steps)
         'name', s.name,
         'key', s.key,
         'type', CASE s.type WHEN 'event' THEN 'waitForEvent' ELSE s.type END,
-        'status', CASE WHEN s.type = 'sleep' AND s.wake_at > now() THEN 'waiting'
+        -- a sleep whose time has come is over, even before a replay marks it
+        'status', CASE WHEN s.type = 'sleep' AND s.status = 'waiting'
+                            AND s.wake_at <= clock_timestamp() THEN 'complete'
                        ELSE s.status END,
         'start', s.started_at,
         'end', CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END,
@@ -131,10 +133,26 @@ CREATE OR REPLACE FUNCTION workflows.status(id text)
     AS $$
 DECLARE
     i workflows.instances;
+    f record;
+    steps jsonb;
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = status.id;
     IF NOT FOUND THEN
         PERFORM workflows._instance_unusable(id);
+    END IF;
+    steps := COALESCE((SELECT jsonb_agg(workflows._step_doc(s)
+                                        -- a failure the workflow caught and went on from
+                                        || CASE WHEN s.status = 'failed' AND i.status = 'complete'
+                                                THEN '{"handled": true}'::jsonb ELSE '{}' END
+                                        ORDER BY s.seq)
+                         FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
+    -- what an executor is doing right now (not committed yet)
+    SELECT * INTO f FROM workflows._in_flight() x WHERE x.instance = i.id;
+    IF FOUND AND i.status IN ('queued', 'running', 'waiting') THEN
+        i.status := 'running';
+        IF f.step IS NOT NULL THEN
+            steps := workflows._with_step_in_flight(steps, i.id, f.step, f.since);
+        END IF;
     END IF;
     RETURN jsonb_build_object(
         'id', i.id,
@@ -153,8 +171,7 @@ BEGIN
         'success', CASE i.status WHEN 'complete' THEN true
                                  WHEN 'errored' THEN false
                                  WHEN 'terminated' THEN false END,
-        'steps', COALESCE((SELECT jsonb_agg(workflows._step_doc(s) ORDER BY s.seq)
-                             FROM workflows.steps s WHERE s.instance_id = i.id), '[]'),
+        'steps', steps,
         'error', i.error,
         'output', i.output);
 END
@@ -193,6 +210,8 @@ DECLARE
     k integer;
     s_status text;
     s_end timestamptz;
+    f_step text;
+    f_since timestamptz;
     day date;
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = describe.id;
@@ -228,6 +247,12 @@ BEGIN
             ELSE format(': step "%s" will retry at %s (attempt %s failed)',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
             END;
+    END IF;
+    -- what an executor is doing right now (not committed yet)
+    SELECT x.step, x.since INTO f_step, f_since FROM workflows._in_flight() x WHERE x.instance = i.id;
+    IF FOUND AND i.status IN ('queued', 'running', 'waiting') THEN
+        state := '▶ running' || CASE WHEN f_step IS NULL THEN ''
+            ELSE format(': step "%s" since %s', f_step, to_char(f_since, 'YYYY-MM-DD HH24:MI:SS.MS TZ')) END;
     END IF;
     IF req.command IS NOT NULL AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
         state := state || format(' (%s requested)', req.command);
@@ -295,7 +320,9 @@ BEGIN
                       ELSE st.ended_at END;
         s_status := CASE
             WHEN st.status = 'complete' THEN '✓ complete'
-            WHEN st.status = 'failed' THEN '✗ failed: '
+            WHEN st.status = 'failed' THEN '✗ failed'
+                 -- caught by the workflow, which went on and completed
+                 || CASE WHEN i.status = 'complete' THEN ' (handled)' ELSE '' END || ': '
                  || COALESCE(st.error->>'sqlstate' || ': ', '')
                  || workflows._fmt_line(COALESCE(st.error->>'message', st.error::text), 80)
             WHEN st.status = 'retrying' THEN format('↻ retry at %s after: %s',
@@ -311,7 +338,7 @@ BEGIN
             ELSE st.status END;
         c_n := c_n || (st.seq + 1)::text;
         c_key := c_key || workflows._fmt_line(st.key, 40);
-        c_type := c_type || st.type;
+        c_type := c_type || CASE st.type WHEN 'event' THEN 'waitForEvent' ELSE st.type END;
         c_start := c_start || to_char(st.started_at,
             CASE WHEN st.started_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END);
         c_end := c_end || COALESCE(to_char(s_end,
@@ -387,7 +414,7 @@ BEGIN
                 END IF;
                 RAISE EXCEPTION 'workflow instance "%" has no step "%"', instance, from_step
                     USING ERRCODE = 'undefined_object',
-                          HINT = 'Steps are named by their key: the name, plus "#n" for the n-th step of that name.';
+                          HINT = 'Steps are named by their key: the name for its first call, the name plus "#2" for the second, "#3" for the third and so on.';
             END IF;
         END IF;
         -- events taken by the steps that will run again can be taken again
@@ -585,3 +612,59 @@ BEGIN
     PERFORM workflows._audit_schedule('unschedule', schedule_name, NULL, NULL);
 END
 $$;
+
+-- functions and views changed in this version (tools/upgrade-sync.py)
+
+CREATE FUNCTION workflows._in_flight(OUT instance text, OUT step text, OUT since timestamptz)
+    RETURNS SETOF record
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+    SELECT e.instance, e.step, e.since
+      FROM workflows._executors() e
+     WHERE e.instance IS NOT NULL
+       AND e.datid = (SELECT d.oid FROM pg_catalog.pg_database d
+                       WHERE d.datname = pg_catalog.current_database())
+    $$;
+
+CREATE FUNCTION workflows._with_step_in_flight(steps jsonb, instance text, step_key text,
+                                                since timestamptz)
+    RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+    SELECT CASE
+        WHEN s.key IS NULL THEN
+            $1 || jsonb_build_array(jsonb_build_object(
+                'name', pg_catalog.regexp_replace($3, '#[0-9]+$', ''),
+                'key', $3, 'type', 'step', 'status', 'running', 'start', $4,
+                'attempts', jsonb_build_array(jsonb_build_object('attempt', 1, 'start', $4))))
+        WHEN s.status IN ('complete', 'failed') OR s.ended_at >= $4 THEN $1
+        ELSE (SELECT jsonb_agg(CASE WHEN x.d->>'key' = $3
+                                   THEN (x.d - 'nextAttempt' - 'end') || jsonb_build_object(
+                                        'status', 'running',
+                                        'attempts', COALESCE(x.d->'attempts', '[]') || jsonb_build_array(
+                                            jsonb_build_object('attempt', s.attempts + 1, 'start', $4)))
+                                   ELSE x.d END ORDER BY x.n)
+                FROM jsonb_array_elements($1) WITH ORDINALITY AS x(d, n))
+        END
+      FROM (SELECT) AS one
+      LEFT JOIN workflows.steps s ON s.instance_id = $2 AND s.key = $3
+    $$;
+
+CREATE OR REPLACE VIEW workflows.backlog WITH (security_invoker = true) AS
+    SELECT i.workflow,
+           count(*) FILTER (WHERE i.status = 'queued' AND f.instance IS NULL) AS queued,
+           count(*) FILTER (WHERE i.status = 'running' OR (f.instance IS NOT NULL AND i.status <> 'paused')) AS running,
+           count(*) FILTER (WHERE i.status = 'waiting' AND f.instance IS NULL) AS waiting,
+           count(*) FILTER (WHERE i.status = 'paused') AS paused,
+           count(*) FILTER (WHERE i.wake_at <= now()) AS runnable,
+           extract(epoch FROM now() - min(i.wake_at) FILTER (WHERE i.wake_at <= now()))::float8
+               AS oldest_runnable_seconds,
+           extract(epoch FROM now() - min(i.created_at) FILTER (WHERE i.status = 'queued'))::float8
+               AS oldest_queued_seconds
+      FROM workflows.instances i
+      -- held by an executor right now: running, whatever was last committed
+      LEFT JOIN workflows._in_flight() f ON f.instance = i.id
+     WHERE i.status IN ('queued', 'running', 'waiting', 'paused')
+     GROUP BY 1;

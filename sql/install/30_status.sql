@@ -12,7 +12,9 @@ CREATE FUNCTION workflows._step_doc(s workflows.steps)
         'name', s.name,
         'key', s.key,
         'type', CASE s.type WHEN 'event' THEN 'waitForEvent' ELSE s.type END,
-        'status', CASE WHEN s.type = 'sleep' AND s.wake_at > now() THEN 'waiting'
+        -- a sleep whose time has come is over, even before a replay marks it
+        'status', CASE WHEN s.type = 'sleep' AND s.status = 'waiting'
+                            AND s.wake_at <= clock_timestamp() THEN 'complete'
                        ELSE s.status END,
         'start', s.started_at,
         'end', CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END,
@@ -43,10 +45,26 @@ CREATE FUNCTION workflows.status(id text)
     AS $$
 DECLARE
     i workflows.instances;
+    f record;
+    steps jsonb;
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = status.id;
     IF NOT FOUND THEN
         PERFORM workflows._instance_unusable(id);
+    END IF;
+    steps := COALESCE((SELECT jsonb_agg(workflows._step_doc(s)
+                                        -- a failure the workflow caught and went on from
+                                        || CASE WHEN s.status = 'failed' AND i.status = 'complete'
+                                                THEN '{"handled": true}'::jsonb ELSE '{}' END
+                                        ORDER BY s.seq)
+                         FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
+    -- what an executor is doing right now (not committed yet)
+    SELECT * INTO f FROM workflows._in_flight() x WHERE x.instance = i.id;
+    IF FOUND AND i.status IN ('queued', 'running', 'waiting') THEN
+        i.status := 'running';
+        IF f.step IS NOT NULL THEN
+            steps := workflows._with_step_in_flight(steps, i.id, f.step, f.since);
+        END IF;
     END IF;
     RETURN jsonb_build_object(
         'id', i.id,
@@ -65,8 +83,7 @@ BEGIN
         'success', CASE i.status WHEN 'complete' THEN true
                                  WHEN 'errored' THEN false
                                  WHEN 'terminated' THEN false END,
-        'steps', COALESCE((SELECT jsonb_agg(workflows._step_doc(s) ORDER BY s.seq)
-                             FROM workflows.steps s WHERE s.instance_id = i.id), '[]'),
+        'steps', steps,
         'error', i.error,
         'output', i.output);
 END
@@ -92,6 +109,55 @@ CREATE VIEW workflows.executors AS
 COMMENT ON VIEW workflows.executors IS
     'the executors of this server: process, database, and the instance and step each runs (for instances you may see)';
 GRANT SELECT ON workflows.executors TO PUBLIC;
+
+/*
+ * The instances of this database that an executor holds right now, with
+ * the step it runs (NULL while it replays) and since when: the truth that
+ * the tables only learn at the executor's next commit.  Only instances the
+ * caller may see (workflows._executors() filters them).
+ */
+CREATE FUNCTION workflows._in_flight(OUT instance text, OUT step text, OUT since timestamptz)
+    RETURNS SETOF record
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+    SELECT e.instance, e.step, e.since
+      FROM workflows._executors() e
+     WHERE e.instance IS NOT NULL
+       AND e.datid = (SELECT d.oid FROM pg_catalog.pg_database d
+                       WHERE d.datname = pg_catalog.current_database())
+    $$;
+
+/*
+ * A status document's steps with the step an executor runs right now:
+ * its row (a retry) shows the attempt in flight, or a new entry does.
+ * Nothing changes when the row already shows the attempt ended after the
+ * executor began it (it committed a moment ago).
+ */
+CREATE FUNCTION workflows._with_step_in_flight(steps jsonb, instance text, step_key text,
+                                                since timestamptz)
+    RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+    SELECT CASE
+        WHEN s.key IS NULL THEN
+            $1 || jsonb_build_array(jsonb_build_object(
+                'name', pg_catalog.regexp_replace($3, '#[0-9]+$', ''),
+                'key', $3, 'type', 'step', 'status', 'running', 'start', $4,
+                'attempts', jsonb_build_array(jsonb_build_object('attempt', 1, 'start', $4))))
+        WHEN s.status IN ('complete', 'failed') OR s.ended_at >= $4 THEN $1
+        ELSE (SELECT jsonb_agg(CASE WHEN x.d->>'key' = $3
+                                   THEN (x.d - 'nextAttempt' - 'end') || jsonb_build_object(
+                                        'status', 'running',
+                                        'attempts', COALESCE(x.d->'attempts', '[]') || jsonb_build_array(
+                                            jsonb_build_object('attempt', s.attempts + 1, 'start', $4)))
+                                   ELSE x.d END ORDER BY x.n)
+                FROM jsonb_array_elements($1) WITH ORDINALITY AS x(d, n))
+        END
+      FROM (SELECT) AS one
+      LEFT JOIN workflows.steps s ON s.instance_id = $2 AND s.key = $3
+    $$;
 
 CREATE INDEX instances_by_created ON workflows.instances (created_at, id);
 CREATE INDEX instances_finished ON workflows.instances (ended_at) WHERE ended_at IS NOT NULL;

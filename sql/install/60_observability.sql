@@ -85,6 +85,8 @@ DECLARE
     k integer;
     s_status text;
     s_end timestamptz;
+    f_step text;
+    f_since timestamptz;
     day date;
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = describe.id;
@@ -120,6 +122,12 @@ BEGIN
             ELSE format(': step "%s" will retry at %s (attempt %s failed)',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
             END;
+    END IF;
+    -- what an executor is doing right now (not committed yet)
+    SELECT x.step, x.since INTO f_step, f_since FROM workflows._in_flight() x WHERE x.instance = i.id;
+    IF FOUND AND i.status IN ('queued', 'running', 'waiting') THEN
+        state := '▶ running' || CASE WHEN f_step IS NULL THEN ''
+            ELSE format(': step "%s" since %s', f_step, to_char(f_since, 'YYYY-MM-DD HH24:MI:SS.MS TZ')) END;
     END IF;
     IF req.command IS NOT NULL AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
         state := state || format(' (%s requested)', req.command);
@@ -187,7 +195,9 @@ BEGIN
                       ELSE st.ended_at END;
         s_status := CASE
             WHEN st.status = 'complete' THEN '✓ complete'
-            WHEN st.status = 'failed' THEN '✗ failed: '
+            WHEN st.status = 'failed' THEN '✗ failed'
+                 -- caught by the workflow, which went on and completed
+                 || CASE WHEN i.status = 'complete' THEN ' (handled)' ELSE '' END || ': '
                  || COALESCE(st.error->>'sqlstate' || ': ', '')
                  || workflows._fmt_line(COALESCE(st.error->>'message', st.error::text), 80)
             WHEN st.status = 'retrying' THEN format('↻ retry at %s after: %s',
@@ -203,7 +213,7 @@ BEGIN
             ELSE st.status END;
         c_n := c_n || (st.seq + 1)::text;
         c_key := c_key || workflows._fmt_line(st.key, 40);
-        c_type := c_type || st.type;
+        c_type := c_type || CASE st.type WHEN 'event' THEN 'waitForEvent' ELSE st.type END;
         c_start := c_start || to_char(st.started_at,
             CASE WHEN st.started_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END);
         c_end := c_end || COALESCE(to_char(s_end,
@@ -319,9 +329,9 @@ COMMENT ON VIEW workflows.step_metrics IS
 
 CREATE VIEW workflows.backlog WITH (security_invoker = true) AS
     SELECT i.workflow,
-           count(*) FILTER (WHERE i.status = 'queued') AS queued,
-           count(*) FILTER (WHERE i.status = 'running') AS running,
-           count(*) FILTER (WHERE i.status = 'waiting') AS waiting,
+           count(*) FILTER (WHERE i.status = 'queued' AND f.instance IS NULL) AS queued,
+           count(*) FILTER (WHERE i.status = 'running' OR (f.instance IS NOT NULL AND i.status <> 'paused')) AS running,
+           count(*) FILTER (WHERE i.status = 'waiting' AND f.instance IS NULL) AS waiting,
            count(*) FILTER (WHERE i.status = 'paused') AS paused,
            count(*) FILTER (WHERE i.wake_at <= now()) AS runnable,
            extract(epoch FROM now() - min(i.wake_at) FILTER (WHERE i.wake_at <= now()))::float8
@@ -329,6 +339,8 @@ CREATE VIEW workflows.backlog WITH (security_invoker = true) AS
            extract(epoch FROM now() - min(i.created_at) FILTER (WHERE i.status = 'queued'))::float8
                AS oldest_queued_seconds
       FROM workflows.instances i
+      -- held by an executor right now: running, whatever was last committed
+      LEFT JOIN workflows._in_flight() f ON f.instance = i.id
      WHERE i.status IN ('queued', 'running', 'waiting', 'paused')
      GROUP BY 1;
 COMMENT ON VIEW workflows.backlog IS
