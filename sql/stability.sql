@@ -81,3 +81,13 @@ SELECT running FROM workflows.backlog WHERE workflow = 'stab-slow';
 SELECT pg_advisory_unlock(4242);
 SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'slow-1'$$);
 SELECT s->>'key' AS key, s->>'status' AS status FROM jsonb_array_elements(workflows.status('slow-1')->'steps') s;
+
+-- (5) wait() on an instance created by the same, still open transaction:
+-- a clear error at once, not a wait for the whole timeout
+BEGIN;
+SELECT workflows.create('stab-run', '{"sql": "SELECT 1"}', 'same-tx') IS NOT NULL AS created;
+SELECT workflows.wait('same-tx', '1 minute');
+ROLLBACK;
+
+-- (6) list() with a status that does not exist: an error, not an empty page
+SELECT * FROM workflows.list(status => 'bogus');

@@ -668,3 +668,45 @@ CREATE OR REPLACE VIEW workflows.backlog WITH (security_invoker = true) AS
       LEFT JOIN workflows._in_flight() f ON f.instance = i.id
      WHERE i.status IN ('queued', 'running', 'waiting', 'paused')
      GROUP BY 1;
+
+-- functions and views changed in this version (tools/upgrade-sync.py)
+
+CREATE OR REPLACE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
+                               created_after timestamptz DEFAULT NULL,
+                               created_before timestamptz DEFAULT NULL,
+                               page_size integer DEFAULT 50, after_id text DEFAULT NULL)
+    RETURNS SETOF workflows.instances
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    after_created timestamptz;
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 10000 THEN
+        RAISE EXCEPTION 'page_size must be from 1 to 10000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF list.status IS NOT NULL AND list.status NOT IN
+           ('queued', 'running', 'paused', 'waiting', 'errored', 'terminated', 'complete') THEN
+        RAISE EXCEPTION 'invalid instance status "%"', list.status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use queued, running, paused, waiting, errored, terminated or complete.';
+    END IF;
+    IF after_id IS NOT NULL THEN
+        SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'workflow instance "%" does not exist', after_id
+                USING ERRCODE = 'undefined_object';
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT i.*
+          FROM workflows.instances i
+         WHERE (list.workflow IS NULL OR i.workflow = list.workflow)
+           AND (list.status IS NULL OR i.status = list.status)
+           AND (created_after IS NULL OR i.created_at >= created_after)
+           AND (created_before IS NULL OR i.created_at < created_before)
+           AND (after_id IS NULL OR (i.created_at, i.id) > (after_created, after_id))
+         ORDER BY i.created_at, i.id
+         LIMIT page_size;
+END
+$$;

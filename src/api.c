@@ -26,6 +26,7 @@
 #include "workflows.h"
 
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "common/hashfn.h"
@@ -551,7 +552,7 @@ wf_launch(PG_FUNCTION_ARGS)
 }
 
 static WfQuery q_status = {
-	"SELECT status FROM workflows.instances WHERE id = $1",
+	"SELECT status, xmin FROM workflows.instances WHERE id = $1",
 	1, {TEXTOID}, NULL
 };
 
@@ -630,6 +631,18 @@ wf_wait(PG_FUNCTION_ARGS)
 			status = wf_get_text(0, 1);
 			if (is_final(status))
 				break;
+
+			/*
+			 * Created (or restarted) by this very transaction: no executor
+			 * can see it before the commit, so waiting could only time out.
+			 * Drivers that turn autocommit off make this easy to do.
+			 */
+			if (TransactionIdIsCurrentTransactionId(DatumGetTransactionId(wf_get_datum(0, 2, &isnull))))
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+						 errmsg("workflow instance \"%s\" was created or changed by this transaction, which has not committed yet", id),
+						 errdetail("Executors only see committed instances, so it cannot make progress before this transaction ends."),
+						 errhint("Commit first, then call workflows.wait().")));
 			ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 			if (ms <= 0)
 				break;

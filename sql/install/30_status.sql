@@ -176,6 +176,12 @@ BEGIN
     IF page_size IS NULL OR page_size < 1 OR page_size > 10000 THEN
         RAISE EXCEPTION 'page_size must be from 1 to 10000' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    IF list.status IS NOT NULL AND list.status NOT IN
+           ('queued', 'running', 'paused', 'waiting', 'errored', 'terminated', 'complete') THEN
+        RAISE EXCEPTION 'invalid instance status "%"', list.status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use queued, running, paused, waiting, errored, terminated or complete.';
+    END IF;
     IF after_id IS NOT NULL THEN
         SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
         IF NOT FOUND THEN
