@@ -669,7 +669,6 @@ CREATE OR REPLACE VIEW workflows.backlog WITH (security_invoker = true) AS
      WHERE i.status IN ('queued', 'running', 'waiting', 'paused')
      GROUP BY 1;
 
--- functions and views changed in this version (tools/upgrade-sync.py)
 
 CREATE OR REPLACE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
                                created_after timestamptz DEFAULT NULL,

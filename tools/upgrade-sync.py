@@ -78,7 +78,8 @@ def main():
     missing = [k for k, v in fresh.items()
                if k not in mine and (k not in released or normal(released[k][2]) != normal(v[2]))]
     if missing:
-        text = text.rstrip('\n') + '\n\n-- functions and views changed in this version (tools/upgrade-sync.py)\n'
+        header = '-- functions and views changed in this version (tools/upgrade-sync.py)\n'
+        text = text.rstrip('\n') + '\n' + ('' if header in text else '\n' + header)
         for key in missing:
             body = normal(fresh[key][2])
             if key in released:
