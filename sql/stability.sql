@@ -91,3 +91,32 @@ ROLLBACK;
 
 -- (6) list() with a status that does not exist: an error, not an empty page
 SELECT * FROM workflows.list(status => 'bogus');
+
+-- (7) restart() keeps the version an instance was created with; after a
+-- fix is registered, set_version() moves the errored instance to it, and
+-- restart() from the failed step runs the fixed code on the kept memos
+CREATE FUNCTION stab_buggy(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.step('load', 'SELECT 21');
+    RETURN workflows.step('compute', 'SELECT 1/0', NULL, '{"retries": {"limit": 0}}');
+END $$;
+CREATE FUNCTION stab_fixed(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('compute', 'SELECT $1::int * 2', workflows.step('load', 'SELECT 21'));
+END $$;
+SELECT workflows.register('stab-fix', 'stab_buggy(jsonb)') AS buggy \gset
+SELECT workflows.create('stab-fix', '{}', 'fix-1');
+SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id = 'fix-1'$$);
+SELECT workflows.register('stab-fix', 'stab_fixed(jsonb)') AS fixed \gset
+SELECT workflows.restart('fix-1', 'compute');
+SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id = 'fix-1'$$);
+SELECT version_id = :'buggy' AS still_the_buggy_version FROM workflows.instances WHERE id = 'fix-1';
+SELECT workflows.set_version('fix-1') = :'fixed' AS moved_to_the_fix;
+SELECT workflows.restart('fix-1', 'compute');
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'fix-1'$$);
+SELECT output FROM workflows.instances WHERE id = 'fix-1';
+SELECT action, details->>'version' = :'fixed' AS fixed FROM workflows.audit
+ WHERE instance_id = 'fix-1' AND action = 'set_version';
+-- not while it may run
+SELECT workflows.create('stab-fix', '{}', 'fix-2');
+SELECT workflows.set_version('fix-2');

@@ -49,7 +49,7 @@ CREATE TABLE workflows.audit (
     action      text NOT NULL
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',
-                                  'unschedule', 'set_retention', 'reassign')),
+                                  'unschedule', 'set_retention', 'reassign', 'set_version')),
     instance_id text,
     workflow    text,
     -- whose instance or workflow it concerns: decides who may read the row
@@ -709,3 +709,11 @@ BEGIN
          LIMIT page_size;
 END
 $$;
+
+CREATE FUNCTION workflows.set_version(id text, version text DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_set_version';
+COMMENT ON FUNCTION workflows.set_version(text, text) IS
+    'move an instance no executor runs (errored, terminated, paused, complete) to another version of its workflow (NULL: the newest), keeping its memos; returns the version id';

@@ -54,6 +54,7 @@ PG_FUNCTION_INFO_V1(wf_fail);
 PG_FUNCTION_INFO_V1(wf_launch);
 PG_FUNCTION_INFO_V1(wf_wait);
 PG_FUNCTION_INFO_V1(wf_erase);
+PG_FUNCTION_INFO_V1(wf_set_version);
 PG_FUNCTION_INFO_V1(wf_set_retention);
 PG_FUNCTION_INFO_V1(wf_audit_schedule);
 
@@ -723,7 +724,7 @@ run_command(const char *id, const char *command, const char *from_step)
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("workflow instance \"%s\" has no step \"%s\"", id, from_step),
-					 errhint("Steps are named by their key: the name, plus \"#n\" for the n-th step of that name.")));
+					 errhint("Steps are named by their key: the name for its first call, the name plus \"#2\" for the second, \"#3\" for the third and so on.")));
 	}
 	v[1] = CStringGetTextDatum(command);
 	v[2] = from_step ? CStringGetTextDatum(from_step) : (Datum) 0;
@@ -1248,4 +1249,72 @@ wf_audit_schedule(PG_FUNCTION_ARGS)
 				 errdetail("Only schedule() and unschedule() record schedule changes.")));
 	wf_as_owner_end(&s);
 	PG_RETURN_VOID();
+}
+
+static WfQuery q_set_version = {
+	"UPDATE workflows.instances i SET version_id = v.version_id, revision = i.revision + 1 "
+	"FROM (SELECT version_id, fn FROM workflows.versions "
+	"      WHERE workflow = $2 AND ($3::text IS NULL OR version_id = $3) "
+	"      ORDER BY created_at DESC LIMIT 1) v "
+	"WHERE i.id = $1 RETURNING v.version_id, v.fn::oid",
+	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
+};
+
+/*
+ * workflows.set_version(id text, version text DEFAULT NULL) returns text
+ *
+ * Moves an instance that no executor runs (errored, terminated, paused or
+ * complete) to another version of its workflow -- the newest when version
+ * is NULL -- keeping its memoized steps, and returns the version id.  With
+ * restart() it re-runs an instance on fixed code: restart() alone keeps
+ * the version the instance was created with.  Memos the new code no longer
+ * reaches, or reaches with other steps, fail the instance with WF005 when
+ * it runs again, as for any changed code.
+ */
+Datum
+wf_set_version(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *id = required_text(fcinfo, 0, "instance id");
+	char	   *version = PG_ARGISNULL(1) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(1));
+	WfAsOwner	s;
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+	bool		isnull;
+	char	   *status;
+	char	   *workflow;
+	Oid			owner;
+	Oid			fn;
+	AclResult	aclresult;
+	char	   *result;
+
+	wf_as_owner_begin(&s);
+	find_instance(id, caller);
+	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
+	status = wf_get_text(0, 2);
+	workflow = wf_get_text(0, 3);
+	v[0] = CStringGetTextDatum(id);
+	/* not while an executor may run it (a pause may still be applied) */
+	if ((!is_final(status) && strcmp(status, "paused") != 0) ||
+		wf_query(&q_lock_instance, v, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_WF_INVALID_STATUS),
+				 errmsg("cannot change the version of workflow instance \"%s\": it is %s", id, status),
+				 errhint("An instance keeps the version it runs with; pause it first.")));
+	v[1] = CStringGetTextDatum(workflow);
+	v[2] = version ? CStringGetTextDatum(version) : (Datum) 0;
+	n[2] = version ? ' ' : 'n';
+	if (wf_query(&q_set_version, v, n, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" has no version \"%s\"", workflow, version ? version : "")));
+	result = spi_strdup(wf_get_text(0, 1));
+	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
+	audit(caller, "set_version", id, workflow, owner,
+		  wf_cstring_jsonb(psprintf("{\"version\": %s}", json_str(result))));
+	wf_as_owner_end(&s);
+	PG_RETURN_TEXT_P(cstring_to_text(result));
 }

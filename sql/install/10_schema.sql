@@ -164,7 +164,7 @@ CREATE TABLE workflows.audit (
     action      text NOT NULL
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',
-                                  'unschedule', 'set_retention', 'reassign')),
+                                  'unschedule', 'set_retention', 'reassign', 'set_version')),
     instance_id text,
     workflow    text,
     -- whose instance or workflow it concerns: decides who may read the row

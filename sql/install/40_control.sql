@@ -212,3 +212,11 @@ CREATE FUNCTION workflows.erase(id text)
     AS 'MODULE_PATHNAME', 'wf_erase';
 COMMENT ON FUNCTION workflows.erase(text) IS
     'delete a finished or terminated instance with its steps, attempts, events, requests and audit rows, leaving one audit row of the erasure';
+
+CREATE FUNCTION workflows.set_version(id text, version text DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_set_version';
+COMMENT ON FUNCTION workflows.set_version(text, text) IS
+    'move an instance no executor runs (errored, terminated, paused, complete) to another version of its workflow (NULL: the newest), keeping its memos; returns the version id';
