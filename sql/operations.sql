@@ -174,7 +174,7 @@ SELECT count(*) FROM workflows.schedules;
 SELECT count(*) FROM workflows.instances WHERE trigger->>'schedule' IN ('ops-every', 'ops-single');
 -- every schedule() and unschedule() that took effect is in the audit trail,
 -- with the acting role; params only as their size and hash
-SELECT action, "current_role", owner, workflow, details->>'schedule' AS schedule,
+SELECT action, acting_role, owner, workflow, details->>'schedule' AS schedule,
        details->>'cron' AS cron, details->>'overlap' AS overlap,
        details->>'params_bytes' AS params_bytes, details ? 'params_md5' AS params_md5
   FROM workflows.audit WHERE action IN ('schedule', 'unschedule') ORDER BY id;

@@ -45,7 +45,7 @@ CREATE TABLE workflows.audit (
     at          timestamptz NOT NULL DEFAULT clock_timestamp(),
     session_role name NOT NULL DEFAULT session_user,
     -- the role that acted (current_user at the call); a keyword: quote it
-    "current_role" name NOT NULL,
+    acting_role name NOT NULL,
     action      text NOT NULL
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',

@@ -108,7 +108,7 @@ static WfQuery q_add_instance = {
 	"          COALESCE($6, '{\"source\": \"api\"}'), now()) "
 	"  ON CONFLICT (id) DO NOTHING RETURNING id), "
 	"a AS ("
-	"  INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"  INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details) "
 	"  SELECT $7, 'create', i.id, $2, $4::oid::regrole, "
 	"         jsonb_build_object('source', COALESCE($6->>'source', 'api'), "
 	"                            'params_bytes', octet_length(p.t), 'params_md5', md5(p.t)) "
@@ -125,7 +125,7 @@ static WfQuery q_instance_owner = {
 /* the event and its audit row: the payload's size and hash, not the payload */
 static WfQuery q_add_event = {
 	"WITH e AS (INSERT INTO workflows.events (instance_id, type, payload) VALUES ($1, $2, $3)) "
-	"INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details) "
 	"SELECT $4, 'send_event', $1, $5, $6::oid::regrole, "
 	"       jsonb_build_object('type', $2, 'payload_bytes', octet_length(p.t), 'payload_md5', md5(p.t)) "
 	"FROM (SELECT $3::text AS t) p",
@@ -133,7 +133,7 @@ static WfQuery q_add_event = {
 };
 
 static WfQuery q_audit = {
-	"INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details) "
 	"VALUES ($1, $2, $3, $4, $5::oid::regrole, $6)",
 	6, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, JSONBOID}, NULL
 };
@@ -823,7 +823,7 @@ static WfQuery q_add_instances = {
 	"  FROM unnest($4::text[], $5::jsonb[]) AS x(id, params) "
 	"  ON CONFLICT (id) DO NOTHING RETURNING id, params), "
 	"a AS ("
-	"  INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"  INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details) "
 	"  SELECT $6, 'create', i.id, $1, $3::oid::regrole, "
 	"         jsonb_build_object('source', 'api', 'batch', true, "
 	"                            'params_bytes', octet_length(p.t), 'params_md5', md5(p.t)) "
@@ -1078,7 +1078,7 @@ static WfQuery q_lock_finished = {
 static WfQuery q_erase = {
 	"WITH old AS (DELETE FROM workflows.audit WHERE instance_id = $1), "
 	"i AS (DELETE FROM workflows.instances WHERE id = $1 RETURNING workflow, owner, status) "
-	"INSERT INTO workflows.audit (\"current_role\", action, instance_id, workflow, owner, details) "
+	"INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details) "
 	"SELECT $2, 'erase', $1, i.workflow, i.owner, "
 	"       jsonb_build_object('status', i.status) || COALESCE($3, '{}') FROM i",
 	3, {TEXTOID, TEXTOID, JSONBOID}, NULL
@@ -1147,7 +1147,7 @@ wf_erase(PG_FUNCTION_ARGS)
 
 static WfQuery q_set_retention = {
 	"WITH w AS (UPDATE workflows.workflows SET retention = $2 WHERE name = $1 RETURNING name) "
-	"INSERT INTO workflows.audit (\"current_role\", action, workflow, owner, details) "
+	"INSERT INTO workflows.audit (acting_role, action, workflow, owner, details) "
 	"SELECT $3, 'set_retention', $1, $4::oid::regrole, "
 	"       jsonb_build_object('retention', $2::text) FROM w",
 	4, {TEXTOID, INTERVALOID, TEXTOID, OIDOID}, NULL
@@ -1204,7 +1204,7 @@ wf_set_retention(PG_FUNCTION_ARGS)
  * for the schedule exists, an 'unschedule' row if it does not (any more).
  */
 static WfQuery q_audit_schedule = {
-	"INSERT INTO workflows.audit (\"current_role\", action, workflow, owner, details) "
+	"INSERT INTO workflows.audit (acting_role, action, workflow, owner, details) "
 	"SELECT $3, $1, $4, $5::oid::regrole, "
 	"       jsonb_build_object('schedule', $2) || COALESCE($6, '{}') "
 	"WHERE ($1 = 'schedule') = EXISTS (SELECT 1 FROM cron.job j "

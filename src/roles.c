@@ -53,7 +53,7 @@ static WfQuery q_reassign = {
 	"      WHERE created_by = $1::oid::regrole), "
 	"r AS (UPDATE workflows.requests SET requested_by = $2::oid::regrole "
 	"      WHERE requested_by = $1::oid::regrole) "
-	"INSERT INTO workflows.audit (\"current_role\", action, owner, details) "
+	"INSERT INTO workflows.audit (acting_role, action, owner, details) "
 	"SELECT $3, 'reassign', $2::oid::regrole, jsonb_build_object("
 	"         'from', $4, 'to', $5, "
 	"         'instances', (SELECT count(*) FROM i), 'workflows', (SELECT count(*) FROM w)) "

@@ -94,7 +94,7 @@ SELECT results_eq(
              ('resume', 'aud-1', 'aud-alice', 'wf_aud_alice'),
              ('send_event', 'aud-1', 'aud-alice', 'wf_aud_alice')$$,
     'register, create, each instance of a batch, pause, resume and send_event are recorded');
-SELECT ok(bool_and("current_role" = 'wf_aud_alice' AND session_role = current_user),
+SELECT ok(bool_and(acting_role = 'wf_aud_alice' AND session_role = current_user),
     'rows name the acting role and the session''s role')
   FROM workflows.audit WHERE workflow = 'aud-alice';
 SELECT is((SELECT count(*) FROM workflows.audit WHERE strpos(details::text, 'PAYLOAD-91c2') > 0),
@@ -151,9 +151,9 @@ SELECT workflows.register('aud-bob', 'bob_flow(jsonb)') IS NOT NULL AS registere
 SELECT workflows.create('aud-bob', '{"wait": false}', 'aud-bob-1') AS id \gset
 SELECT is((SELECT array_agg(DISTINCT owner::text) FROM workflows.audit), ARRAY['wf_aud_bob'],
     'bob reads only the rows of his own instances and workflows');
-SELECT throws_ok($$INSERT INTO workflows.audit ("current_role", action) VALUES ('wf_aud_alice', 'erase')$$,
+SELECT throws_ok($$INSERT INTO workflows.audit (acting_role, action) VALUES ('wf_aud_alice', 'erase')$$,
     '42501', NULL, 'nobody inserts audit rows directly');
-SELECT throws_ok($$UPDATE workflows.audit SET "current_role" = 'nobody'$$,
+SELECT throws_ok($$UPDATE workflows.audit SET acting_role = 'nobody'$$,
     '42501', NULL, 'nobody updates audit rows');
 SELECT throws_ok($$SELECT workflows._audit_schedule('schedule', 'nope', 'aud-bob', NULL)$$,
     '42P01', NULL, 'a schedule row needs pg_cron (and a schedule that is there)');

@@ -134,11 +134,11 @@ RESET ROLE;
 SELECT is(marker_hits('MARKER-7f3a9c'), 0::bigint,
     'after: no row of any table of the extension mentions the marker');
 SELECT is((SELECT jsonb_agg(jsonb_build_object('action', action, 'session_role', session_role,
-                                              'current_role', "current_role", 'owner', owner,
+                                              'acting_role', acting_role, 'owner', owner,
                                               'details', details))
              FROM workflows.audit WHERE instance_id = 'erase-1'),
           jsonb_build_array(jsonb_build_object('action', 'erase', 'session_role', current_user,
-                                               'current_role', 'wf_erase_alice', 'owner', 'wf_erase_alice',
+                                               'acting_role', 'wf_erase_alice', 'owner', 'wf_erase_alice',
                                                'details', '{"status": "complete"}'::jsonb)),
     'the audit trail keeps only that it was erased, when and by whom');
 SELECT is((SELECT count(*) FROM workflows.attempts WHERE instance_id = 'erase-1')
