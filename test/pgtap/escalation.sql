@@ -17,11 +17,15 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(36);
+SELECT plan(39);
 
 DROP ROLE IF EXISTS wf_esc_mallory;
+DROP ROLE IF EXISTS wf_esc_victim;
 CREATE ROLE wf_esc_mallory;
-GRANT CREATE ON SCHEMA public TO wf_esc_mallory;
+-- a second ordinary role whose instances run on the same executors, in
+-- between mallory's: nothing of mallory's may run as the victim either
+CREATE ROLE wf_esc_victim;
+GRANT CREATE ON SCHEMA public TO wf_esc_mallory, wf_esc_victim;
 SELECT current_user AS su, current_database() AS db \gset
 
 CREATE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
@@ -51,6 +55,16 @@ BEGIN
 END $$;
 CREATE EVENT TRIGGER wf_esc_ddl ON ddl_command_end WHEN TAG IN ('CREATE FUNCTION')
     EXECUTE FUNCTION log_ddl();
+
+SET ROLE wf_esc_victim;
+CREATE TABLE victim_log (n int, who text);
+CREATE FUNCTION victim_flow(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.step('one', 'INSERT INTO public.victim_log VALUES (1, current_user)');
+    RETURN workflows.step('two', 'INSERT INTO public.victim_log VALUES (2, current_user) RETURNING 2');
+END $$;
+SELECT workflows.register('victim', 'victim_flow(jsonb)') IS NOT NULL AS registered \gset
+RESET ROLE;
 
 ------------------------------------------------------------------------------
 -- mallory's tables, traps and workflow
@@ -174,10 +188,14 @@ SELECT workflows.create('mallory', '{"do": "sql", "sql": "INSERT INTO t_audited 
 SELECT workflows.create('mallory', '{"do": "sql", "sql": "CREATE TEMP TABLE scratch (v int); INSERT INTO scratch VALUES (1), (2); SELECT sum(v) FROM scratch", "check": "SELECT to_regclass(''pg_temp.scratch'') IS NULL"}', 'ok-temp') IS NOT NULL AS n4 \gset
 SELECT workflows.create('mallory', '{"do": "sql", "sql": "INSERT INTO t_deferred VALUES (2); SELECT 2"}', 'ok-deferred-trigger') IS NOT NULL AS n5 \gset
 SELECT workflows.create('mallory', '{"do": "pinned"}', 'esc-pinned') IS NOT NULL AS c8 \gset
+SET ROLE wf_esc_victim;
+SELECT count(*) AS victims FROM workflows.create_batch('victim',
+    (SELECT jsonb_agg(jsonb_build_object('id', 'victim-' || i)) FROM generate_series(1, 20) i)) \gset
 RESET ROLE;
 
 SELECT ok(wait_until($$SELECT count(*) = 12 FROM workflows.instances
-                       WHERE id <> 'esc-pinned' AND status IN ('complete', 'errored')$$),
+                       WHERE id <> 'esc-pinned' AND id NOT LIKE 'victim-%'
+                         AND status IN ('complete', 'errored')$$),
           'every attempt ran to a final status');
 SELECT ok(wait_until($$SELECT status = 'waiting' FROM workflows.instances WHERE id = 'esc-pinned'$$),
           'the instance to be pinned waits for its event');
@@ -200,6 +218,12 @@ SELECT is((SELECT rolsuper FROM pg_roles WHERE rolname = 'wf_esc_mallory'), fals
           'mallory is still an ordinary role');
 SELECT is((SELECT count(*) FROM esc_log WHERE who <> 'wf_esc_mallory')::int, 0,
           'no trap ever ran as anybody but mallory');
+SELECT ok(wait_until($$SELECT count(*) = 20 FROM workflows.instances WHERE id LIKE 'victim-%' AND status = 'complete'$$),
+          'the victim''s instances, run in between, completed');
+SELECT is((SELECT count(*) FILTER (WHERE who = 'wf_esc_victim') || '/' || count(*) FROM victim_log), '40/40',
+          'every row the victim''s steps wrote was written as the victim');
+SELECT is((SELECT rolsuper FROM pg_roles WHERE rolname = 'wf_esc_victim'), false,
+          'the victim is still an ordinary role');
 
 SELECT is((SELECT status FROM workflows.instances WHERE id = 'esc-deferred'), 'complete',
           'deferred constraint trigger: the step completed');
