@@ -122,11 +122,12 @@ wf_register_launcher(void)
 }
 
 /*
- * Does the database exist?  Fills in its name when it does.  Starts and
- * ends a transaction of its own (the launcher is in none between passes).
+ * Does the database exist?  Fills in its name when it does, and whether it
+ * accepts connections.  Starts and ends a transaction of its own (the
+ * launcher is in none between passes).
  */
 static bool
-lookup_database(Oid dboid, char *name)
+lookup_database_ext(Oid dboid, char *name, bool *allowconn)
 {
 	HeapTuple	tup;
 	bool		exists = false;
@@ -135,14 +136,23 @@ lookup_database(Oid dboid, char *name)
 	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
 	if (HeapTupleIsValid(tup))
 	{
+		Form_pg_database form = (Form_pg_database) GETSTRUCT(tup);
+
 		if (name != NULL)
-			strlcpy(name, NameStr(((Form_pg_database) GETSTRUCT(tup))->datname),
-					NAMEDATALEN);
+			strlcpy(name, NameStr(form->datname), NAMEDATALEN);
+		if (allowconn != NULL)
+			*allowconn = form->datallowconn;
 		ReleaseSysCache(tup);
 		exists = true;
 	}
 	CommitTransactionCommand();
 	return exists;
+}
+
+static bool
+lookup_database(Oid dboid, char *name)
+{
+	return lookup_database_ext(dboid, name, NULL);
 }
 
 static WfDb *
@@ -276,6 +286,7 @@ static void
 finish_probe(WfDb *db, TimestampTz now)
 {
 	int			result;
+	bool		allowconn = true;
 
 	SpinLockAcquire(&wf_shared->probes[db->probe].mutex);
 	result = wf_shared->probes[db->probe].result;
@@ -300,8 +311,10 @@ finish_probe(WfDb *db, TimestampTz now)
 	}
 	else if (result == WF_PROBE_ABSENT)
 		db->state = WF_DB_ABSENT;
-	else if (!lookup_database(db->dboid, NULL))
+	else if (!lookup_database_ext(db->dboid, NULL, &allowconn))
 		db->state = WF_DB_GONE;
+	else if (!allowconn)
+		db->state = WF_DB_ABSENT;	/* until a request makes us look again */
 	else
 	{
 		/* it died before answering (say, connections were refused) */
@@ -774,6 +787,7 @@ wf_launcher_main(Datum arg)
 		TimestampTz now = GetCurrentTimestamp();
 		TimestampTz next = rescan_at;
 		long		timeout;
+		bool		overflow;
 		int			i;
 
 		ResetLatch(MyLatch);
@@ -785,9 +799,10 @@ wf_launcher_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 
-		if (take_requests(now) || now >= rescan_at)
+		overflow = take_requests(now);
+		if (overflow || now >= rescan_at)
 		{
-			scan_databases(now < rescan_at, now);
+			scan_databases(overflow, now);
 			rescan_at = TimestampTzPlusMilliseconds(now, WF_RESCAN_INTERVAL_MS);
 			next = rescan_at;
 		}
