@@ -1038,9 +1038,7 @@ wf_executors(PG_FUNCTION_ARGS)
 		Datum		values[6];
 		bool		nulls[6] = {false, false, false, false, false, false};
 
-		LWLockAcquire(wf_shared->lock, LW_SHARED);
-		slot = wf_shared->slots[i];
-		LWLockRelease(wf_shared->lock);
+		wf_read_slot(i, &slot);
 		if (slot.dboid == InvalidOid || slot.pid == 0)
 			continue;
 

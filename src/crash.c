@@ -359,15 +359,7 @@ wf_crash_recover(Oid dboid, int myindex)
 		bool		running = false;
 
 		if (index != myindex)
-		{
-			LWLockAcquire(wf_shared->lock, LW_SHARED);
-			for (int i = 0; i < wf_shared->nslots; i++)
-				if (wf_shared->slots[i].dboid == dboid &&
-					wf_shared->slots[i].index == index &&
-					wf_shared->slots[i].pid != 0)
-					running = true;
-			LWLockRelease(wf_shared->lock);
-		}
+			running = wf_executor_running(dboid, index);
 		if (running)
 			continue;
 		recover_index(dboid, index);

@@ -222,6 +222,7 @@ typedef struct WfOutcome
 } WfOutcome;
 
 static WfWorkerSlot *my_slot;
+static uint32 my_generation;	/* of my_slot, as the launcher assigned it */
 static WfInstance cur;
 /* the instance the current tick claimed ("" between ticks), for safe_tick() */
 static char ticking[WF_MAX_ID_LEN + 1];
@@ -293,27 +294,43 @@ executor_stopping(int code, Datum arg)
 		wf_crash_orderly_stop();
 }
 
+/*
+ * At exit: leave the slot, unless a new launcher has given it to another
+ * executor meanwhile (the generation moved on): an orphan must not clear
+ * its successor's pid and latch.
+ */
 static void
 executor_detach(int code, Datum arg)
 {
-	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	my_slot->pid = 0;
-	my_slot->proc = NULL;
-	my_slot->instance[0] = '\0';
-	my_slot->step[0] = '\0';
-	LWLockRelease(wf_shared->lock);
+	SpinLockAcquire(&my_slot->mutex);
+	if (my_slot->generation == my_generation && my_slot->pid == MyProcPid)
+	{
+		my_slot->pid = 0;
+		my_slot->proc = NULL;
+		my_slot->instance[0] = '\0';
+		my_slot->step[0] = '\0';
+	}
+	SpinLockRelease(&my_slot->mutex);
 }
 
-/* what this executor is doing, for the executors view */
+/*
+ * What this executor is doing, for the executors view.  Called at every
+ * step: takes only this slot's spinlock (the copies are short and bounded).
+ */
 static void
 report(const char *instance, Oid owner, const char *step)
 {
-	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	my_slot->owner = owner;
-	strlcpy(my_slot->instance, instance ? instance : "", sizeof(my_slot->instance));
-	strlcpy(my_slot->step, step ? step : "", sizeof(my_slot->step));
-	my_slot->since = GetCurrentTimestamp();
-	LWLockRelease(wf_shared->lock);
+	TimestampTz now = GetCurrentTimestamp();
+
+	SpinLockAcquire(&my_slot->mutex);
+	if (my_slot->generation == my_generation)
+	{
+		my_slot->owner = owner;
+		strlcpy(my_slot->instance, instance ? instance : "", sizeof(my_slot->instance));
+		strlcpy(my_slot->step, step ? step : "", sizeof(my_slot->step));
+		my_slot->since = now;
+	}
+	SpinLockRelease(&my_slot->mutex);
 }
 
 static void
@@ -342,9 +359,10 @@ static void
 pg_attribute_noreturn()
 exit_absent(void)
 {
-	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	my_slot->extension_absent = true;
-	LWLockRelease(wf_shared->lock);
+	SpinLockAcquire(&my_slot->mutex);
+	if (my_slot->generation == my_generation)
+		my_slot->extension_absent = true;
+	SpinLockRelease(&my_slot->mutex);
 	ereport(DEBUG1, (errmsg("workflows executor exits: extension not present in this database")));
 	proc_exit(0);
 }
@@ -1469,26 +1487,37 @@ wf_executor_main(Datum arg)
 	MemoryContext loopcxt;
 	PGPROC	   *launcher;
 
-	my_slot = &wf_shared->slots[slotno];
+	my_slot = &wf_slots[slotno];
 
 	install_signal_handlers();
 	BackgroundWorkerUnblockSignals();
 
 	memcpy(&dboid, MyBgworkerEntry->bgw_extra, sizeof(Oid));
 	memcpy(&index, MyBgworkerEntry->bgw_extra + sizeof(Oid), sizeof(int));
+	memcpy(&my_generation, MyBgworkerEntry->bgw_extra + sizeof(Oid) + sizeof(int),
+		   sizeof(uint32));
 
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
 	pgstat_report_appname("workflows executor");
 
-	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	if (my_slot->dboid != dboid || my_slot->index != index)
-		elog(LOG, "workflows: executor slot %d held %u/%d, expected %u/%d",
-			 slotno, my_slot->dboid, my_slot->index, dboid, index);
-	my_slot->dboid = dboid;
-	my_slot->index = index;
+	/*
+	 * Take the slot only if it is still the one the launcher assigned us: a
+	 * launcher restarted meanwhile may have given it to another executor.
+	 * Refuse loudly rather than share it.
+	 */
+	SpinLockAcquire(&my_slot->mutex);
+	if (my_slot->generation != my_generation || my_slot->dboid != dboid ||
+		my_slot->index != index)
+	{
+		SpinLockRelease(&my_slot->mutex);
+		ereport(LOG,
+				(errmsg("workflows executor %d of database %u exits: its slot was given to another executor",
+						index, dboid)));
+		proc_exit(1);
+	}
 	my_slot->pid = MyProcPid;
 	my_slot->proc = MyProc;
-	LWLockRelease(wf_shared->lock);
+	SpinLockRelease(&my_slot->mutex);
 	before_shmem_exit(executor_detach, 0);
 	before_shmem_exit(executor_stopping, 0);
 
@@ -1505,8 +1534,8 @@ wf_executor_main(Datum arg)
 		ready = check_extension();
 		if (ready)
 		{
-			wf_crash_init(my_slot->dboid, my_slot->index);
-			wf_crash_recover(my_slot->dboid, my_slot->index);
+			wf_crash_init(dboid, index);
+			wf_crash_recover(dboid, index);
 		}
 		end_tx();
 		if (ready)
@@ -1516,10 +1545,13 @@ wf_executor_main(Datum arg)
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 	}
-	wf_crash_clear_recovered(my_slot->dboid);
+	wf_crash_clear_recovered(dboid);
 
-	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	my_slot->ready = true;
+	SpinLockAcquire(&my_slot->mutex);
+	if (my_slot->generation == my_generation)
+		my_slot->ready = true;
+	SpinLockRelease(&my_slot->mutex);
+	LWLockAcquire(wf_shared->lock, LW_SHARED);
 	launcher = wf_shared->launcher_proc;
 	LWLockRelease(wf_shared->lock);
 	if (launcher != NULL)

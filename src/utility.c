@@ -1,14 +1,27 @@
 /*-------------------------------------------------------------------------
  *
  * utility.c
- *	  React to DROP DATABASE and DROP EXTENSION at once.
+ *	  Keep database-level DBA commands working while executors are
+ *	  connected, and react to DROP EXTENSION at once.
  *
- * Executors stay connected to their database.  DROP DATABASE refuses to
- * drop a database that other sessions use (it waits five seconds for them
- * first), so before it runs we ask that database's executors to exit and
- * tell the launcher not to restart them; if the drop fails, the launcher is
- * asked to start them again.  After DROP EXTENSION commits, the executors
- * are woken so that they notice at once rather than at their next poll.
+ * Executors stay connected to their database, and PostgreSQL refuses to
+ * drop, rename, move (SET TABLESPACE) or copy (CREATE DATABASE ... TEMPLATE)
+ * a database that other sessions use, after waiting five seconds for them.
+ * So before such a command runs we pause that database's executors (the
+ * launcher stops them and does not restart them) and resume them when the
+ * transaction ends, committed or not; TimescaleDB's loader does the same.
+ * A database created or dropped is looked at again by the launcher after
+ * commit: a copy of a database with the extension gets executors of its
+ * own, a dropped one is forgotten.
+ *
+ * We act only when PostgreSQL's own permission checks for the command would
+ * pass (we make the same checks first): a role that may not drop, rename,
+ * move or copy a database must not be able to stop its executors, killing
+ * the steps they run.  When a check fails we do nothing and let PostgreSQL
+ * raise its error.
+ *
+ * After DROP EXTENSION commits, the executors are woken so that they
+ * notice at once rather than at their next poll.
  *
  * IDENTIFICATION
  *	  src/utility.c
@@ -17,38 +30,117 @@
  */
 #include "workflows.h"
 
-#include <signal.h>
-
+#include "access/htup_details.h"
+#include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
+#include "commands/defrem.h"
+#include "commands/tablespace.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
-#include "storage/lwlock.h"
 #include "tcop/utility.h"
+#include "utils/syscache.h"
 
 static ProcessUtility_hook_type prev_utility_hook = NULL;
 
-/* ask a database's executors to exit for good; returns how many were asked */
-static int
-stop_database_executors(Oid dboid)
+static bool
+is_template(Oid dboid)
 {
-	int			n = 0;
-	int			i;
+	HeapTuple	tup = SearchSysCache1(DATABASEOID, ObjectIdGetDatum(dboid));
+	bool		result = false;
 
-	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
-	for (i = 0; i < wf_shared->nslots; i++)
+	if (HeapTupleIsValid(tup))
 	{
-		WfWorkerSlot *slot = &wf_shared->slots[i];
-
-		if (slot->dboid != dboid)
-			continue;
-		slot->extension_absent = true;
-		if (slot->pid != 0)
-		{
-			kill(slot->pid, SIGTERM);
-			n++;
-		}
+		result = ((Form_pg_database) GETSTRUCT(tup))->datistemplate;
+		ReleaseSysCache(tup);
 	}
-	LWLockRelease(wf_shared->lock);
-	return n;
+	return result;
+}
+
+/* dropdb(): must own it; not the current database; not a template */
+static Oid
+drop_target(DropdbStmt *stmt)
+{
+	Oid			dboid = get_database_oid(stmt->dbname, true);
+
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId ||
+		!wf_database_ownercheck(dboid, GetUserId()) || is_template(dboid))
+		return InvalidOid;
+	return dboid;
+}
+
+/*
+ * createdb(): CREATEDB privilege; a source that is not a template may be
+ * copied only by its owner.  The source is the TEMPLATE option, or
+ * template1.
+ */
+static Oid
+copy_source(CreatedbStmt *stmt)
+{
+	const char *source = "template1";
+	ListCell   *lc;
+	Oid			dboid;
+
+	foreach(lc, stmt->options)
+	{
+		DefElem    *opt = lfirst_node(DefElem, lc);
+
+		if (strcmp(opt->defname, "template") == 0 && opt->arg != NULL)
+			source = defGetString(opt);
+	}
+	dboid = get_database_oid(source, true);
+	if (!OidIsValid(dboid) || !have_createdb_privilege() ||
+		(!is_template(dboid) && !wf_database_ownercheck(dboid, GetUserId())))
+		return InvalidOid;
+	return dboid;
+}
+
+/*
+ * RenameDatabase(): must own it and have CREATEDB; the new name is free;
+ * not the current database.
+ */
+static Oid
+rename_target(RenameStmt *stmt)
+{
+	Oid			dboid;
+
+	if (stmt->renameType != OBJECT_DATABASE)
+		return InvalidOid;
+	dboid = get_database_oid(stmt->subname, true);
+	if (!OidIsValid(dboid) || dboid == MyDatabaseId ||
+		!wf_database_ownercheck(dboid, GetUserId()) || !have_createdb_privilege() ||
+		OidIsValid(get_database_oid(stmt->newname, true)))
+		return InvalidOid;
+	return dboid;
+}
+
+/*
+ * movedb() (ALTER DATABASE ... SET TABLESPACE): must own it; not the current
+ * database; CREATE on the tablespace.
+ */
+static Oid
+move_target(AlterDatabaseStmt *stmt)
+{
+	const char *tablespace = NULL;
+	ListCell   *lc;
+	Oid			dboid;
+	Oid			spcoid;
+
+	foreach(lc, stmt->options)
+	{
+		DefElem    *opt = lfirst_node(DefElem, lc);
+
+		if (strcmp(opt->defname, "tablespace") == 0 && opt->arg != NULL)
+			tablespace = defGetString(opt);
+	}
+	if (tablespace == NULL)
+		return InvalidOid;
+	dboid = get_database_oid(stmt->dbname, true);
+	spcoid = get_tablespace_oid(tablespace, true);
+	if (!OidIsValid(dboid) || !OidIsValid(spcoid) || dboid == MyDatabaseId ||
+		!wf_database_ownercheck(dboid, GetUserId()) ||
+		wf_tablespace_aclcheck(spcoid, GetUserId(), ACL_CREATE) != ACLCHECK_OK)
+		return InvalidOid;
+	return dboid;
 }
 
 static bool
@@ -75,39 +167,57 @@ wf_process_utility(PlannedStmt *pstmt, const char *queryString,
 				   DestReceiver *dest, QueryCompletion *qc)
 {
 	Node	   *parsetree = pstmt->utilityStmt;
-	volatile Oid dropped_db = InvalidOid;
+	Oid			paused = InvalidOid;
 
-	if (wf_shared != NULL && IsA(parsetree, DropdbStmt))
+	if (wf_shared != NULL)
 	{
-		DropdbStmt *stmt = (DropdbStmt *) parsetree;
-
-		dropped_db = get_database_oid(stmt->dbname, true);
-		if (OidIsValid(dropped_db))
-			(void) stop_database_executors(dropped_db);
+		switch (nodeTag(parsetree))
+		{
+			case T_DropdbStmt:
+				paused = drop_target((DropdbStmt *) parsetree);
+				/* once the drop commits, the launcher forgets the database */
+				if (OidIsValid(paused))
+					wf_probe_at_commit(paused);
+				break;
+			case T_CreatedbStmt:
+				paused = copy_source((CreatedbStmt *) parsetree);
+				break;
+			case T_RenameStmt:
+				paused = rename_target((RenameStmt *) parsetree);
+				break;
+			case T_AlterDatabaseStmt:
+				paused = move_target((AlterDatabaseStmt *) parsetree);
+				break;
+			case T_DropStmt:
+				if (drops_workflows((DropStmt *) parsetree))
+					wf_wake_at_commit();
+				break;
+			default:
+				break;
+		}
 	}
-	else if (wf_shared != NULL && IsA(parsetree, DropStmt) &&
-			 drops_workflows((DropStmt *) parsetree))
-		wf_wake_at_commit();
+
+	/* resumed at the end of the transaction, whichever way it ends */
+	if (OidIsValid(paused))
+		wf_pause_database(paused);
 
 	wf_roles_utility(parsetree, false);
-	PG_TRY();
-	{
-		if (prev_utility_hook)
-			prev_utility_hook(pstmt, queryString, readOnlyTree, context,
-							  params, queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_CATCH();
-	{
-		/* the database is still there: its executors must come back */
-		if (OidIsValid(dropped_db))
-			wf_request_launch(dropped_db);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	if (prev_utility_hook)
+		prev_utility_hook(pstmt, queryString, readOnlyTree, context,
+						  params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
+								params, queryEnv, dest, qc);
 	wf_roles_utility(parsetree, true);
+
+	/* a new database may have the extension (its template had it) */
+	if (wf_shared != NULL && IsA(parsetree, CreatedbStmt))
+	{
+		Oid			created = get_database_oid(((CreatedbStmt *) parsetree)->dbname, true);
+
+		if (OidIsValid(created))
+			wf_probe_at_commit(created);
+	}
 }
 
 void

@@ -10,6 +10,16 @@
  * milliseconds, with no polling and no NOTIFY (which would take a global
  * lock in every commit).  An aborted transaction wakes nobody.
  *
+ * A transaction that would wake someone cannot be prepared (PREPARE
+ * TRANSACTION): its rows become visible at COMMIT PREPARED, possibly in
+ * another session, where no callback of ours runs; waking at this session's
+ * next unrelated commit would be wrong too.  It is refused instead.
+ *
+ * The same callback ends what DBA commands started (utility.c): databases
+ * whose executors were paused get them back when the transaction ends,
+ * committed or not, and databases created or dropped are looked at again by
+ * the launcher once that is committed.
+ *
  * IDENTIFICATION
  *	  src/wakeup.c
  *
@@ -24,6 +34,21 @@ static bool pending_wake = false;
 static bool pending_event = false;
 static bool pending_launch = false;
 static bool pending_waiters = false;
+
+/* databases to probe at commit, and to resume at the end (utility.c) */
+#define WF_MAX_PENDING_DBS	8
+static Oid	probe_dbs[WF_MAX_PENDING_DBS];
+static int	nprobe_dbs = 0;
+static Oid	resume_dbs[WF_MAX_PENDING_DBS];
+static int	nresume_dbs = 0;
+
+static void
+resume_all(void)
+{
+	for (int i = 0; i < nresume_dbs; i++)
+		wf_resume_database(resume_dbs[i]);
+	nresume_dbs = 0;
+}
 
 static void
 wf_xact_callback(XactEvent event, void *arg)
@@ -40,10 +65,25 @@ wf_xact_callback(XactEvent event, void *arg)
 				wf_wake_database(MyDatabaseId);
 			if (pending_waiters)
 				wf_wake_waiters(0);
+			for (int i = 0; i < nprobe_dbs; i++)
+				wf_request_launch(probe_dbs[i]);
+			nprobe_dbs = 0;
+			resume_all();
 			pending_wake = pending_event = pending_launch = pending_waiters = false;
 			break;
+		case XACT_EVENT_PRE_PREPARE:
+			if (pending_wake || pending_event || pending_launch || pending_waiters)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cannot PREPARE a transaction that created, resumed or signalled workflow instances or created the workflows extension"),
+						 errdetail("The executors would be woken at this session's next commit instead of at COMMIT PREPARED."),
+						 errhint("Call workflows.create(), send_event() and the control commands outside transactions that use two-phase commit.")));
+			break;
+		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
+			resume_all();
+			nprobe_dbs = 0;
 			pending_wake = pending_event = pending_launch = pending_waiters = false;
 			break;
 		default:
@@ -89,10 +129,41 @@ wf_signal_at_commit(void)
 	pending_wake = true;
 }
 
-/* the current transaction created the extension: start its executors */
+/*
+ * The current transaction created the extension: start its executors, and
+ * warn now if they will not be able to start.
+ */
 void
 wf_launch_at_commit(void)
 {
 	wf_register_callback();
 	pending_launch = true;
+	wf_check_launch();
+}
+
+/* ask the launcher to probe a database once the current transaction commits */
+void
+wf_probe_at_commit(Oid dboid)
+{
+	wf_register_callback();
+	if (nprobe_dbs < WF_MAX_PENDING_DBS)
+		probe_dbs[nprobe_dbs++] = dboid;
+	else
+		wf_request_launch(dboid);	/* early; the rescan covers the rest */
+}
+
+/*
+ * A database's executors were paused (wf_pause_database()): resume them
+ * when the current transaction ends, however it ends.
+ */
+void
+wf_resume_at_end(Oid dboid)
+{
+	wf_register_callback();
+	for (int i = 0; i < nresume_dbs; i++)
+		if (resume_dbs[i] == dboid)
+			return;
+	if (nresume_dbs < WF_MAX_PENDING_DBS)
+		resume_dbs[nresume_dbs++] = dboid;
+	/* else the launcher resumes them when this backend exits */
 }

@@ -24,7 +24,9 @@
 #include "executor/spi.h"
 #include "port/atomics.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "storage/proc.h"
+#include "storage/spin.h"
 #include "utils/jsonb.h"
 #include "utils/timestamp.h"
 
@@ -72,12 +74,21 @@ extern void wf_define_gucs(void);
 /* ---- shmem.c ---- */
 
 /*
- * One executor slot.  The launcher allocates a slot (dboid, index) before it
- * registers the worker, and frees it after the worker has stopped; the
- * executor fills in pid and proc while it runs and says why it exits.
+ * One executor slot.  Slots are indexed by database: database entry d owns
+ * slots d * workflows.max_workers .. (d + 1) * workflows.max_workers - 1,
+ * executor k of that database uses the k-th.  The launcher assigns a slot
+ * (dboid, index, a new generation) before it registers the worker; the
+ * executor fills in pid and proc while it runs, but only while the slot
+ * still carries the generation it was started with, so an orphan of an
+ * earlier launcher can never clear or overwrite its successor's slot.
+ * Everything is protected by the slot's own spinlock: the executor's
+ * progress reports and the wake-ups of committing backends touch one slot
+ * each and contend with nobody else.
  */
 typedef struct WfWorkerSlot
 {
+	slock_t		mutex;			/* protects the fields below */
+	uint32		generation;		/* bumped at every assignment */
 	Oid			dboid;			/* InvalidOid: slot free */
 	int			index;			/* executor number within its database */
 	pid_t		pid;			/* 0 while not running */
@@ -92,6 +103,44 @@ typedef struct WfWorkerSlot
 	TimestampTz since;
 } WfWorkerSlot;
 
+/* backends that may pause one database's executors at the same time */
+#define WF_MAX_PAUSERS		4
+/* length of a database's "problem" text (executor_status()) */
+#define WF_PROBLEM_LEN		160
+
+/*
+ * A database served by the launcher: one that has the extension.  Only the
+ * launcher assigns and frees entries (dboid), under wf_shared->lock in
+ * exclusive mode; committing backends read dboid without the lock to find
+ * the slots to wake (a stale read costs one spurious or one missed latch,
+ * and an executor that starts sweeps anyway).  The other fields are under
+ * wf_shared->lock.
+ */
+typedef struct WfDatabase
+{
+	Oid			dboid;			/* InvalidOid: entry free */
+	/* backends running ALTER/CREATE DATABASE on it: executors must stay away */
+	pid_t		paused_by[WF_MAX_PAUSERS];
+	bool		stopped;		/* paused, and no executor of it runs */
+	/* published by the launcher, for workflows.executor_status() */
+	int			running;		/* executors with a live process */
+	int64		failed_starts;	/* workers that could not be registered */
+	char		problem[WF_PROBLEM_LEN];	/* why fewer run than configured */
+} WfDatabase;
+
+/* a database the launcher asked a probe worker to look at */
+#define WF_MAX_PROBES		2
+typedef struct WfProbe
+{
+	slock_t		mutex;
+	Oid			dboid;
+	int			result;			/* WF_PROBE_* */
+} WfProbe;
+
+#define WF_PROBE_PENDING	0
+#define WF_PROBE_ABSENT		1
+#define WF_PROBE_PRESENT	2
+
 /* a backend blocked in workflows.wait() */
 #define WF_MAX_WAITERS		128
 typedef struct WfWaiter
@@ -100,27 +149,58 @@ typedef struct WfWaiter
 	uint32		idhash;			/* hash of the awaited instance id */
 } WfWaiter;
 
+/* launch requests the launcher has not taken yet; more set launch_overflow */
+#define WF_MAX_LAUNCH		64
+/* databases with the extension but no entry, as published by the launcher */
+#define WF_MAX_STRANDED		16
+
 typedef struct WfShared
 {
-	LWLock	   *lock;			/* protects everything below but the atomic */
+	/*
+	 * The database table, the launcher's identity and the stranded list.
+	 * Neither the slots (their own spinlocks) nor the waiters (waiters_lock)
+	 * nor the launch queue (launch_mutex) are under it: nothing a committing
+	 * backend or an executor's tick does takes it.
+	 */
+	LWLock	   *lock;
+	LWLock	   *waiters_lock;
 	pid_t		launcher_pid;
 	PGPROC	   *launcher_proc;
 	/* bumped after every commit that sent an event or left a request */
 	pg_atomic_uint64 signal_generation;
-	/* databases whose extension was just created: start their executors */
+	/* databases to (re)probe: extension created, database created */
+	slock_t		launch_mutex;
 	int			nlaunch;
-	Oid			launch[64];
+	bool		launch_overflow;	/* requests were lost: rescan everything */
+	Oid			launch[WF_MAX_LAUNCH];
+	/*
+	 * Databases without an entry that should have one: 'f' the table is full
+	 * (workflows.max_databases), 'w' no worker process for the probe.
+	 */
+	int			nstranded;
+	Oid			stranded[WF_MAX_STRANDED];
+	char		stranded_why[WF_MAX_STRANDED];
+	int64		stranded_failed[WF_MAX_STRANDED];
+	WfProbe		probes[WF_MAX_PROBES];
 	/* backends in workflows.wait(); executors wake them at final states */
 	WfWaiter	waiters[WF_MAX_WAITERS];
-	int			nslots;
-	WfWorkerSlot slots[FLEXIBLE_ARRAY_MEMBER];
+	int			ndatabases;		/* workflows.max_databases */
+	int			nslots;			/* ndatabases * workflows.max_workers */
 } WfShared;
 
 extern WfShared *wf_shared;
+extern WfDatabase *wf_databases;
+extern WfWorkerSlot *wf_slots;
 
 extern void wf_shmem_init(void);
+extern int	wf_find_database(Oid dboid);
 extern void wf_wake_database(Oid dboid);
 extern void wf_request_launch(Oid dboid);
+extern void wf_read_slot(int n, WfWorkerSlot *copy);
+extern bool wf_executor_running(Oid dboid, int index);
+extern void wf_pause_database(Oid dboid);
+extern void wf_resume_database(Oid dboid);
+extern int	wf_free_worker_processes(void);
 extern uint32 wf_id_hash(const char *id);
 extern int	wf_add_waiter(uint32 idhash);
 extern void wf_remove_waiter(int n);
@@ -131,6 +211,8 @@ extern void wf_wake_at_commit(void);
 extern void wf_signal_at_commit(void);
 extern void wf_waiters_at_commit(void);
 extern void wf_launch_at_commit(void);
+extern void wf_probe_at_commit(Oid dboid);
+extern void wf_resume_at_end(Oid dboid);
 
 /* ---- utility.c ---- */
 extern void wf_install_utility_hook(void);
@@ -153,7 +235,9 @@ extern Jsonb *wf_missing_owner_error(Oid owner);
 /* ---- launcher.c / executor.c ---- */
 extern PGDLLEXPORT void wf_launcher_main(Datum arg);
 extern PGDLLEXPORT void wf_executor_main(Datum arg);
+extern PGDLLEXPORT void wf_probe_main(Datum arg);
 extern void wf_register_launcher(void);
+extern void wf_check_launch(void);
 
 /* ---- retry.c ---- */
 typedef enum WfBackoff

@@ -149,7 +149,7 @@ setup_workflow('postgres');
 run_instance('postgres', 'postgres-1');
 
 # ---- a restart: the launcher probes every database ----
-# debug1 makes the executors say when they find no extension
+# debug1 makes the probes say when they find no extension
 $node->append_conf('postgresql.conf', 'log_min_messages = debug1');
 my $log_offset = -s $node->logfile;
 $node->restart;
@@ -162,9 +162,9 @@ SELECT count(*) FILTER (WHERE datname = 'postgres') || '/' || count(*) FILTER (W
 
 # the probe of "plain" (the only database without the extension) came and went
 $node->wait_for_log(
-	qr/workflows executor exits: extension not present in this database/,
+	qr/workflows probe: extension not present in this database/,
 	$log_offset);
-ok(1, 'after a restart: an executor found no extension in "plain" and exited');
+ok(1, 'after a restart: a probe found no extension in "plain"');
 is(executors_in('plain'), '0', 'no executor stays in "plain"');
 is(executors(), 'db2:2,postgres:2', 'executors only where the extension is');
 
