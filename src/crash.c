@@ -46,6 +46,7 @@
 #include "common/jsonapi.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
@@ -56,12 +57,24 @@ static char crash_path[MAXPGPATH];
 static char stop_path[MAXPGPATH];
 static bool crash_file_written = false;
 static int	recovered[WF_MAX_WORKERS_LIMIT];
+static LOCKTAG recovery_lock;
+static bool recovery_locked = false;
 static int	nrecovered = 0;
 
+static WfQuery q_lock_instance = {
+	"SELECT status FROM workflows.instances WHERE id = $1 FOR NO KEY UPDATE",
+	1, {TEXTOID}, NULL
+};
+
+/*
+ * Read after the instance is locked, in a statement of its own: its
+ * snapshot then sees what the executor that held the instance committed.
+ * (Read in the locking statement, the step could be seen as it was before
+ * that executor ran it again -- and be recorded as interrupted once more,
+ * undoing its completion.)
+ */
 static WfQuery q_step_state = {
-	"SELECT s.status, s.attempts, i.status FROM workflows.instances i "
-	"LEFT JOIN workflows.steps s ON s.instance_id = i.id AND s.key = $2 "
-	"WHERE i.id = $1 FOR NO KEY UPDATE OF i",
+	"SELECT status, attempts FROM workflows.steps WHERE instance_id = $1 AND key = $2",
 	2, {TEXTOID, TEXTOID}, NULL
 };
 
@@ -265,12 +278,19 @@ recover_file(const char *path, bool orderly)
 
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(key);
-	if (wf_query(&q_step_state, v, NULL, 1) == 0)
+	if (wf_query(&q_lock_instance, v, NULL, 1) == 0)
 		return;					/* the instance is gone */
 	{
-		char	   *step_status = wf_get_text(0, 1);
-		Datum		d = wf_get_datum(0, 2, &isnull);
-		char	   *instance_status = wf_get_text(0, 3);
+		char	   *instance_status = wf_get_text(0, 1);
+		char	   *step_status = NULL;
+		Datum		d = (Datum) 0;
+
+		isnull = true;
+		if (wf_query(&q_step_state, v, NULL, 1) == 1)
+		{
+			step_status = wf_get_text(0, 1);
+			d = wf_get_datum(0, 2, &isnull);
+		}
 
 		/* the attempt did commit (the process died after its commit) */
 		if (step_status != NULL &&
@@ -354,6 +374,16 @@ wf_crash_recover(Oid dboid, int myindex)
 {
 	int			index;
 
+	/*
+	 * One executor of the database at a time, from reading the files to
+	 * removing them (wf_crash_clear_recovered()): after a crash-restart the
+	 * executors start together, and the files of executors not yet running
+	 * are read by whichever comes first.
+	 */
+	SET_LOCKTAG_ADVISORY(recovery_lock, dboid, 0x77666372, 0, 3);	/* "wfcr" */
+	(void) LockAcquire(&recovery_lock, ExclusiveLock, true, false);
+	recovery_locked = true;
+
 	for (index = 0; index < wf_max_workers; index++)
 	{
 		bool		running = false;
@@ -386,4 +416,37 @@ wf_crash_clear_recovered(Oid dboid)
 		}
 	}
 	nrecovered = 0;
+	if (recovery_locked)
+	{
+		LockRelease(&recovery_lock, ExclusiveLock, true);
+		recovery_locked = false;
+	}
+}
+
+/*
+ * Has an executor of this database that is not running left a file behind?
+ * An executor stopped while the others go on (pg_terminate_backend, a
+ * failed DROP DATABASE) leaves its file to whichever executor looks first;
+ * the running ones look before each round of claims (a few stat() calls),
+ * so that the interrupted attempt is recorded before its step runs again.
+ */
+bool
+wf_crash_pending(Oid dboid, int myindex)
+{
+	for (int index = 0; index < wf_max_workers; index++)
+	{
+		for (int orderly = 0; orderly <= 1; orderly++)
+		{
+			char		path[MAXPGPATH];
+			struct stat st;
+
+			if (index == myindex)
+				continue;
+			snprintf(path, sizeof(path), "%s/executor_%u_%d%s", WF_CRASH_DIR, dboid,
+					 index, orderly ? ".stop" : "");
+			if (stat(path, &st) == 0 && !wf_executor_running(dboid, index))
+				return true;
+		}
+	}
+	return false;
 }

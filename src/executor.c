@@ -1437,6 +1437,17 @@ purge_finished(void)
 	} while (deleted == 500);
 }
 
+/* record the attempts of executors that stopped while we ran (crash.c) */
+static void
+recover_others(Oid dboid, int index)
+{
+	begin_tx();
+	if (check_extension())
+		wf_crash_recover(dboid, index);
+	end_tx();
+	wf_crash_clear_recovered(dboid);
+}
+
 static void
 maybe_sweep(void)
 {
@@ -1579,6 +1590,8 @@ wf_executor_main(Datum arg)
 		MemoryContextSwitchTo(loopcxt);
 		for (;;)
 		{
+			if (wf_crash_pending(dboid, index))
+				recover_others(dboid, index);
 			maybe_sweep();
 			MemoryContextReset(loopcxt);
 			while (safe_tick(&claimed))

@@ -295,6 +295,7 @@ extern void wf_crash_clear(void);
 extern void wf_crash_recover(Oid dboid, int myindex);
 extern void wf_crash_clear_recovered(Oid dboid);
 extern void wf_crash_orderly_stop(void);
+extern bool wf_crash_pending(Oid dboid, int myindex);
 
 /* ---- owner.c ---- */
 extern ErrorData *wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg);
