@@ -162,6 +162,20 @@ audit(Oid caller, const char *action, const char *instance, const char *workflow
 	wf_query(&q_audit, v, n, 0);
 }
 
+/*
+ * A version's function must still exist to start or move instances on it:
+ * a clear error instead of one about an OID.
+ */
+static void
+check_version_fn(Oid fn, const char *workflow)
+{
+	if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(fn)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the function of workflow \"%s\" was dropped", workflow),
+				 errhint("Register a new version with workflows.register().")));
+}
+
 /* a JSON string for building details; quotes and escapes s */
 static char *
 json_str(const char *s)
@@ -441,6 +455,7 @@ wf_create(PG_FUNCTION_ARGS)
 				 errhint("Register it with workflows.register().")));
 	v[2] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	check_version_fn(fn, workflow);
 
 	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
@@ -953,6 +968,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 				 errhint("Register it with workflows.register().")));
 	qv[1] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	check_version_fn(fn, workflow);
 	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
@@ -1308,6 +1324,7 @@ wf_set_version(PG_FUNCTION_ARGS)
 				 errmsg("workflow \"%s\" has no version \"%s\"", workflow, version ? version : "")));
 	result = spi_strdup(wf_get_text(0, 1));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	check_version_fn(fn, workflow);
 	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));

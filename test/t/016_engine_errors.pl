@@ -113,6 +113,9 @@ is( $node->safe_psql('postgres',
 	  . $node->safe_psql('postgres', q{SELECT v.fn::oid FROM workflows.versions v JOIN workflows.instances i USING (version_id) WHERE i.id = 'doomed-1'})
 	  . ') was dropped',
 	'a dropped workflow function fails its instances with a clear WF009 error');
+my ($rc, $out, $err) = $node->psql('postgres', q{SELECT workflows.create('doomed', '{}')});
+like($err, qr/the function of workflow "doomed" was dropped/,
+	'create() refuses a workflow whose function was dropped, saying so');
 
 # bounded memory: with a 1 kB memo cache, most outputs of a long instance
 # are not kept by the executor but read back when a replay reaches them;
