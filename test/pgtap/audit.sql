@@ -26,20 +26,7 @@ CREATE ROLE wf_aud_carol;
 CREATE ROLE wf_aud_admin IN ROLE workflows_admin;
 GRANT CREATE ON SCHEMA public TO wf_aud_alice, wf_aud_bob, wf_aud_carol;
 
-CREATE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
+\ir wait_until.psql
 
 -- a workflow for everybody: with params {"seq": ...}, a step that fails on
 -- its first attempt in each run (a sequence of the instance's own counts its

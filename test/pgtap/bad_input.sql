@@ -288,20 +288,7 @@ COMMIT;
 -- send_event()
 ------------------------------------------------------------------------------
 SELECT workflows.create('bad-run', '{"do": "wait"}', 'waiting-1') AS id \gset
-CREATE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
+\ir wait_until.psql
 SELECT ok(wait_until($$SELECT waiting_for = 'go' FROM workflows.instances WHERE id = 'waiting-1'$$),
     'waiting-1 waits for an event');
 SELECT tap_counts() AS before \gset

@@ -21,20 +21,7 @@ CREATE ROLE wf_erase_bob;
 CREATE ROLE wf_erase_admin IN ROLE workflows_admin;
 GRANT CREATE ON SCHEMA public TO wf_erase_alice, wf_erase_bob;
 
-CREATE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
+\ir wait_until.psql
 
 -- how many rows of the extension's tables mention a string anywhere
 CREATE FUNCTION marker_hits(marker text) RETURNS bigint

@@ -28,20 +28,7 @@ CREATE ROLE wf_esc_victim;
 GRANT CREATE ON SCHEMA public TO wf_esc_mallory, wf_esc_victim;
 SELECT current_user AS su, current_database() AS db \gset
 
-CREATE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
+\ir wait_until.psql
 
 -- who created the pinned copies of replaced workflow functions
 CREATE TABLE ddl_log (who text, command text, object text);

@@ -26,20 +26,7 @@ GRANT CREATE ON SCHEMA public TO wf_tap_alice, wf_tap_bob;
 -- the superuser this test runs as, and this session's defaults
 SELECT current_user AS su, current_setting('work_mem') AS default_work_mem \gset
 
-CREATE FUNCTION wait_until(cond text, secs int DEFAULT 30) RETURNS boolean
-LANGUAGE plpgsql AS $$
-DECLARE
-    ok boolean;
-    deadline timestamptz := clock_timestamp() + make_interval(secs => secs);
-BEGIN
-    LOOP
-        EXECUTE cond INTO ok;
-        IF ok THEN RETURN true; END IF;
-        IF clock_timestamp() > deadline THEN RETURN false; END IF;
-        PERFORM pg_sleep(0.02);
-    END LOOP;
-END
-$$;
+\ir wait_until.psql
 
 -- final status documents of the instances, by id
 CREATE TABLE docs (id text PRIMARY KEY, doc jsonb);
