@@ -118,5 +118,7 @@ SELECT output FROM workflows.instances WHERE id = 'fix-1';
 SELECT action, details->>'version' = :'fixed' AS fixed FROM workflows.audit
  WHERE instance_id = 'fix-1' AND action = 'set_version';
 -- not while it may run
+BEGIN;
 SELECT workflows.create('stab-fix', '{}', 'fix-2');
 SELECT workflows.set_version('fix-2');
+ROLLBACK;

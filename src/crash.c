@@ -142,7 +142,7 @@ wf_crash_orderly_stop(void)
  * step's name and key may contain any character).
  */
 void
-wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config)
+wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config, bool first)
 {
 	StringInfoData buf;
 	char		tmp_path[MAXPGPATH];
@@ -160,7 +160,7 @@ wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config)
 	escape_json(&buf, timestamptz_to_str(a->started));
 	appendStringInfoString(&buf, ", \"config\": ");
 	(void) JsonbToCString(&buf, &config->root, VARSIZE(config));
-	appendStringInfoChar(&buf, '}');
+	appendStringInfo(&buf, ", \"first\": %s}", first ? "true" : "false");
 
 	/* write a temporary file and rename it: a reader sees all or nothing */
 	snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", crash_path);
@@ -228,6 +228,8 @@ recover_file(const char *path, bool orderly)
 			   *key;
 	int			attempt,
 				crashes;
+	bool		first;
+	bool		stray = false;
 	Datum		v[11];
 	char		n[11];
 	bool		isnull;
@@ -275,6 +277,8 @@ recover_file(const char *path, bool orderly)
 	id = field(j, "id");
 	key = field(j, "key");
 	attempt = atoi(field(j, "attempt"));
+	/* (absent in files of 0.1: there a step always began its transaction) */
+	first = field(j, "first") == NULL || strcmp(field(j, "first"), "false") != 0;
 
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(key);
@@ -301,6 +305,24 @@ recover_file(const char *path, bool orderly)
 			strcmp(instance_status, "errored") == 0 ||
 			strcmp(instance_status, "terminated") == 0)
 			return;
+		stray = !first && step_status == NULL;
+	}
+
+	/*
+	 * The attempt was not the first thing its transaction wrote for the
+	 * instance (an event taken, a sleep ended, another step): the rollback
+	 * undid those too.  After an orderly stop there is nothing to charge,
+	 * and nothing is recorded: the instance simply runs again.  After a
+	 * crash the step must still be charged (a step that crashes its
+	 * executor every time must end in quarantine), but where it stands
+	 * among the instance's steps is not known any more: it is recorded
+	 * "stray" (seq -1), and the replay that reaches it again gives it its
+	 * place (replay.c).
+	 */
+	if (!first && orderly)
+	{
+		wf_query(&q_crash_wake, v, NULL, 0);
+		return;
 	}
 
 	wf_query(&q_crashes, v, NULL, 1);
@@ -327,7 +349,7 @@ recover_file(const char *path, bool orderly)
 	}
 
 	memset(n, ' ', sizeof(n));
-	v[2] = Int32GetDatum(atoi(field(j, "seq")));
+	v[2] = Int32GetDatum(stray ? -1 : atoi(field(j, "seq")));
 	v[3] = CStringGetTextDatum(field(j, "name"));
 	v[4] = CStringGetTextDatum(!orderly && crashes >= wf_max_step_crashes ? "failed" : "retrying");
 	v[5] = JsonbPGetDatum(wf_cstring_jsonb(err.data));

@@ -68,6 +68,7 @@
 #include "access/htup_details.h"
 #include "utils/json.h"
 #include "utils/guc.h"
+#include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
@@ -108,7 +109,8 @@ static WfQuery q_step_upsert = {
 	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
 	"ON CONFLICT (instance_id, key) DO UPDATE SET status = EXCLUDED.status, "
 	"  output = EXCLUDED.output, error = EXCLUDED.error, config = EXCLUDED.config, "
-	"  attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, wake_at = EXCLUDED.wake_at",
+	"  attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, wake_at = EXCLUDED.wake_at, "
+	"  seq = EXCLUDED.seq",
 	14, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID,
 		JSONBOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}, NULL
 };
@@ -209,6 +211,7 @@ typedef struct WfInstance
 	bool		valid;
 	char		id[WF_MAX_ID_LEN + 1];
 	int64		revision;		/* as of our last commit */
+	bool		pending_step;	/* wf_replay_action() is its next step */
 } WfInstance;
 
 /* how a tick leaves the instance */
@@ -224,6 +227,8 @@ typedef struct WfOutcome
 static WfWorkerSlot *my_slot;
 static uint32 my_generation;	/* of my_slot, as the launcher assigned it */
 static WfInstance cur;
+/* the current tick wrote something of its instance already (crash.c) */
+static bool tick_wrote = false;
 /* the instance the current tick claimed ("" between ticks), for safe_tick() */
 static char ticking[WF_MAX_ID_LEN + 1];
 static TimeoutId step_timeout_id;
@@ -440,6 +445,8 @@ load_memos(const char *id)
 		memo->wake_at = isnull ? 0 : DatumGetTimestampTz(d);
 		memo->attempts = DatumGetInt32(wf_get_datum(i, 8, &isnull));
 		memo->seq = DatumGetInt32(wf_get_datum(i, 9, &isnull));
+		if (memo->seq < 0)
+			wf_replay_note_stray();
 		memo->started = DatumGetTimestampTz(wf_get_datum(i, 10, &isnull));
 		memo->interrupted = DatumGetInt32(wf_get_datum(i, 11, &isnull));
 	}
@@ -454,6 +461,7 @@ save_step(const char *id, WfAction *a, const char *type, const char *status,
 	Datum		v[14];
 	char		n[14];
 
+	tick_wrote = true;
 	memset(n, ' ', sizeof(n));
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(a->key);
@@ -547,20 +555,31 @@ is_final_error(ErrorData *edata, WfAction *a)
 /*
  * Does the database have initially deferred constraints?  After a step,
  * owner.c fires its deferred trigger events with SET CONSTRAINTS ALL
- * IMMEDIATE, which stays in force until the transaction ends; a second
- * step in the same transaction would then see such constraints checked at
- * each statement instead of at its end.  So with them present, a
- * transaction runs one step (asked only when it would run more).
+ * IMMEDIATE, which stays in force until the transaction ends: a replay or a
+ * step after it in the same transaction would see such constraints checked
+ * at each statement instead of at its end.  So with them present, a
+ * transaction ends after each step.  The answer is kept until pg_constraint
+ * changes (a syscache invalidation), so that asking costs nothing per step.
  */
+static int	deferred_constraints = -1;	/* -1: not known */
+
+static void
+constraints_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	deferred_constraints = -1;
+}
+
 static bool
 has_deferred_constraints(void)
 {
 	bool		isnull;
 
-	if (wf_steps_per_transaction <= 1)
-		return false;
-	wf_query(&q_deferred_constraints, NULL, NULL, 1);
-	return DatumGetBool(wf_get_datum(0, 1, &isnull));
+	if (deferred_constraints < 0)
+	{
+		wf_query(&q_deferred_constraints, NULL, NULL, 1);
+		deferred_constraints = DatumGetBool(wf_get_datum(0, 1, &isnull)) ? 1 : 0;
+	}
+	return deferred_constraints == 1;
 }
 
 /* a step callback, run by wf_run_as() as the instance's owner */
@@ -609,7 +628,7 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 		pgstat_report_activity(STATE_RUNNING, a->sql);
 	else
 		pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
-	wf_crash_note_attempt(id, a, config);
+	wf_crash_note_attempt(id, a, config, !tick_wrote);
 
 	step_timed_out = false;
 	if (a->config.timeout_ms > 0)
@@ -734,6 +753,7 @@ finish_sleeps(const char *id)
 	{
 		Datum		v[2];
 
+		tick_wrote = true;
 		v[0] = CStringGetTextDatum(id);
 		v[1] = CStringGetTextDatum((char *) lfirst(lc));
 		wf_query(&q_finish_sleep, v, NULL, 0);
@@ -1005,6 +1025,7 @@ tick(bool *claimed)
 	int64		fn_hash;
 	bool		terminated;
 	bool		final;
+	bool		use_pending;
 
 	*claimed = false;
 	generation = pg_atomic_read_u64(&wf_shared->signal_generation);
@@ -1027,6 +1048,7 @@ tick(bool *claimed)
 		return false;
 	}
 	*claimed = true;
+	tick_wrote = false;
 
 	/* in the tick's context: used after the commit, when SPI's memory is gone */
 	id = MemoryContextStrdup(tickcxt, wf_get_text(0, 1));
@@ -1046,6 +1068,7 @@ tick(bool *claimed)
 	/* a command left while another executor held the instance */
 	if (command != NULL)
 	{
+		tick_wrote = true;
 		status = apply_request(id, command, from_step);
 		cur.valid = false;		/* a restart changed the memos */
 		revision = -1;
@@ -1076,7 +1099,10 @@ tick(bool *claimed)
 		load_memos(id);
 		strlcpy(cur.id, id, sizeof(cur.id));
 		cur.valid = true;
+		cur.pending_step = false;
 	}
+	use_pending = cur.pending_step;
+	cur.pending_step = false;
 	report(id, owner, NULL);
 
 	memset(&out, 0, sizeof(out));
@@ -1114,9 +1140,18 @@ tick(bool *claimed)
 		TimestampTz retry_at;
 
 		CHECK_FOR_INTERRUPTS();
-		r = wf_replay_run(fn, owner, event, &output, &error);
-		wf_clean_session();
-		finish_sleeps(id);
+		if (use_pending)
+		{
+			/* the last transaction's final replay found this step */
+			use_pending = false;
+			r = WF_RUN_YIELD;
+		}
+		else
+		{
+			r = wf_replay_run(fn, owner, event, &output, &error);
+			wf_clean_session();
+			finish_sleeps(id);
+		}
 
 		if (r == WF_RUN_COMPLETE)
 		{
@@ -1138,13 +1173,40 @@ tick(bool *claimed)
 		now = GetCurrentTimestamp();
 		if (a->kind == WF_ACT_STEP)
 		{
+			/*
+			 * The transaction has run its steps: commit, and keep this step
+			 * for the next transaction, which runs it without replaying
+			 * (the memos it was found from stay valid while nobody else
+			 * touches the instance: the revision tells).  Checked before a
+			 * step rather than after it, so that the replay after the last
+			 * step also settles a completion, a sleep or an event wait in
+			 * the same commit.
+			 */
+			if (steps >= wf_steps_per_transaction)
+			{
+				out.status = "running";
+				again = true;
+				cur.pending_step = true;
+				break;
+			}
 			if (!run_step(id, owner, a, &retry_at))
 			{
 				out.status = "waiting";
 				out.wake_at = retry_at;
 				break;
 			}
-			if (++steps >= wf_steps_per_transaction || has_deferred_constraints())
+			steps++;
+
+			/*
+			 * Commit at this step boundary, without the replay after it,
+			 * when a command (or an event) was left meanwhile: it applies
+			 * here, before anything else of the instance happens; and when
+			 * the database has initially deferred constraints, whose state
+			 * the step changed for the rest of the transaction (owner.c):
+			 * a replay must see them as a fresh transaction does.
+			 */
+			if (pg_atomic_read_u64(&wf_shared->signal_generation) != generation ||
+				has_deferred_constraints())
 			{
 				out.status = "running";
 				again = true;
@@ -1533,6 +1595,7 @@ wf_executor_main(Datum arg)
 	before_shmem_exit(executor_stopping, 0);
 
 	step_timeout_id = RegisterTimeout(USER_TIMEOUT, step_timeout_handler);
+	CacheRegisterSyscacheCallback(CONSTROID, constraints_changed, (Datum) 0);
 
 	pin_session_settings();
 

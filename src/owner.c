@@ -67,7 +67,7 @@
  * later rollback restores them).  Its side effect is that the rest of the
  * transaction runs with all constraints immediate; the executor therefore
  * ends the transaction after a step when the database has initially
- * deferred constraints (see wf_has_deferred_constraints()).
+ * deferred constraints (has_deferred_constraints() in executor.c).
  */
 static void
 settle_step(void)

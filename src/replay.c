@@ -65,6 +65,7 @@ typedef struct WfReplayState
 	HTAB	   *memos;
 	HTAB	   *counts;
 	int			nmemos;
+	int			nstray;			/* memos without a place yet (seq < 0) */
 	int			visited;		/* memos the current run has reached */
 	char		instance[WF_MAX_ID_LEN + 1];	/* whose memos these are */
 	Size		output_bytes;	/* of the outputs kept in the cache */
@@ -108,6 +109,7 @@ wf_replay_reset(const char *instance_id)
 	R.counts = hash_create("workflows step counts", 64, &ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	R.nmemos = 0;
+	R.nstray = 0;
 	R.output_bytes = 0;
 	strlcpy(R.instance, instance_id, sizeof(R.instance));
 }
@@ -156,6 +158,13 @@ wf_replay_memo(const char *key, bool create)
 		R.nmemos++;
 	}
 	return memo;
+}
+
+/* after load: a memo with seq < 0 is a stray (crash.c) */
+void
+wf_replay_note_stray(void)
+{
+	R.nstray++;
 }
 
 int
@@ -292,6 +301,12 @@ begin_call(const char *fname, const char *name, char type, int64 hash,
 		memo->visited_run = R.run;
 		R.visited++;
 	}
+	/* a stray (crash.c) takes the place where the replay finds it */
+	if (memo != NULL && memo->seq < 0)
+	{
+		memo->seq = R.nmemos - R.nstray;
+		R.nstray--;
+	}
 	if (memo != NULL && (memo->type != type || memo->hash != hash))
 		ereport(ERROR,
 				(errcode(ERRCODE_WF_STEP_MISMATCH),
@@ -315,7 +330,8 @@ first_unreached_memo(void)
 
 	hash_seq_init(&status, R.memos);
 	while ((memo = hash_seq_search(&status)) != NULL)
-		if (memo->visited_run != R.run && (first == NULL || memo->seq < first->seq))
+		if (memo->visited_run != R.run && memo->seq >= 0 &&
+			(first == NULL || memo->seq < first->seq))
 			first = memo;
 	return first;
 }
@@ -337,7 +353,7 @@ claim_action(WfActionKind kind, const char *key, const char *name, int64 hash)
 	R.action.name = pstrdup(name);
 	R.action.hash = hash;
 	R.action.is_new = true;
-	R.action.seq = R.nmemos;
+	R.action.seq = R.nmemos - R.nstray;
 	R.action.started = R.now;
 	MemoryContextSwitchTo(old);
 	return &R.action;
@@ -353,7 +369,7 @@ claim_action(WfActionKind kind, const char *key, const char *name, int64 hash)
 static WfAction *
 new_action(WfActionKind kind, const char *key, const char *name, int64 hash)
 {
-	if (R.visited < R.nmemos)
+	if (R.visited < R.nmemos - R.nstray)
 	{
 		WfMemo	   *missed = first_unreached_memo();
 

@@ -290,7 +290,8 @@ extern void wf_check_step_fn(Oid fn);
 /* ---- crash.c ---- */
 struct WfAction;
 extern void wf_crash_init(Oid dboid, int index);
-extern void wf_crash_note_attempt(const char *id, struct WfAction *a, Jsonb *config);
+extern void wf_crash_note_attempt(const char *id, struct WfAction *a, Jsonb *config,
+								  bool first);
 extern void wf_crash_clear(void);
 extern void wf_crash_recover(Oid dboid, int myindex);
 extern void wf_crash_clear_recovered(Oid dboid);
@@ -362,6 +363,7 @@ typedef struct WfMemo
 extern void wf_replay_reset(const char *instance_id);
 extern WfMemo *wf_replay_memo(const char *key, bool create);
 extern int	wf_replay_memo_count(void);
+extern void wf_replay_note_stray(void);
 extern MemoryContext wf_replay_cxt(void);
 extern Jsonb *wf_replay_keep_output(Jsonb *output);
 extern WfRunResult wf_replay_run(Oid fn, Oid owner, Jsonb *event,

@@ -59,9 +59,9 @@ BEGIN
         UPDATE workflows.events e SET consumed_by = NULL, consumed_at = NULL
          WHERE e.instance_id = instance AND e.consumed_by IN (
                SELECT s.key FROM workflows.steps s
-                WHERE s.instance_id = instance AND s.seq >= from_seq);
+                WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0));
         -- (their attempts stay, under the run number being replaced)
-        DELETE FROM workflows.steps s WHERE s.instance_id = instance AND s.seq >= from_seq;
+        DELETE FROM workflows.steps s WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0);
         new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
         UPDATE workflows.instances
            SET status = new_status, wake_at = now(), waiting_for = NULL, output = NULL,
