@@ -12,6 +12,7 @@
 #ifndef WF_COMPAT_H
 #define WF_COMPAT_H
 
+#include "catalog/pg_database.h"
 #include "catalog/pg_proc.h"
 #include "utils/acl.h"
 
@@ -22,6 +23,15 @@
 #else
 #define wf_proc_aclcheck(fn, role, mode) \
 	pg_proc_aclcheck((fn), (role), (mode))
+#endif
+
+/* PostgreSQL 16 replaced pg_database_ownercheck() by object_ownercheck() */
+#if PG_VERSION_NUM >= 160000
+#define wf_database_ownercheck(db, role) \
+	object_ownercheck(DatabaseRelationId, (db), (role))
+#else
+#define wf_database_ownercheck(db, role) \
+	pg_database_ownercheck((db), (role))
 #endif
 
 /* PostgreSQL 17 made the JSON lexer context caller-allocatable */

@@ -7,7 +7,10 @@
  * drop a database that other sessions use (it waits five seconds for them
  * first), so before it runs we ask that database's executors to exit and
  * tell the launcher not to restart them; if the drop fails, the launcher is
- * asked to start them again.  After DROP EXTENSION commits, the executors
+ * asked to start them again.  Only for a role that may drop the database
+ * (its owner, or a superuser): anyone else's DROP DATABASE fails on its
+ * permission check and must not interrupt the executors' steps on the way
+ * (the chaos soak, test/t/017_chaos_soak.pl, tries).  After DROP EXTENSION commits, the executors
  * are woken so that they notice at once rather than at their next poll.
  *
  * IDENTIFICATION
@@ -20,6 +23,7 @@
 #include <signal.h>
 
 #include "commands/dbcommands.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "storage/lwlock.h"
 #include "tcop/utility.h"
@@ -82,6 +86,8 @@ wf_process_utility(PlannedStmt *pstmt, const char *queryString,
 		DropdbStmt *stmt = (DropdbStmt *) parsetree;
 
 		dropped_db = get_database_oid(stmt->dbname, true);
+		if (OidIsValid(dropped_db) && !wf_database_ownercheck(dropped_db, GetUserId()))
+			dropped_db = InvalidOid;
 		if (OidIsValid(dropped_db))
 			(void) stop_database_executors(dropped_db);
 	}
