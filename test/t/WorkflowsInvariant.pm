@@ -18,26 +18,32 @@ use Test::More;
 
 our @EXPORT = qw(check_invariant check_still_complete);
 
-# check_invariant($node, $db, $label, \%acked [, $no_effect])
+# check_invariant($node, $db, $label, \%acked [, $no_effect [, \%errored]])
 #   %acked: instance id => [ keys of the steps that must be complete ]
 #   $no_effect: a regexp of step keys that write no effect (sleeps, waits)
+#   %errored: instances that must end errored (a step failed for good, as
+#     their script says), id => [ keys of the steps complete before that ]
 sub check_invariant
 {
-	my ($node, $db, $label, $acked, $no_effect) = @_;
+	my ($node, $db, $label, $acked_complete, $no_effect, $errored) = @_;
+	my $acked = { %$acked_complete, %{ $errored // {} } };
 	my @ids = sort keys %$acked;
 
 	# fresh statistics: the anti-joins below are slow on a never-analyzed table
 	$node->safe_psql($db, 'ANALYZE effects, workflows.steps, workflows.instances');
 
-	my $ids = join(',', map { "('$_')" } @ids);
+	my $ids = join(',',
+		map { "('$_', '" . ($errored && $errored->{$_} ? 'errored' : 'complete') . "')" }
+		  @ids);
 	is( $node->safe_psql(
 			$db, qq{
-SELECT count(*) FROM (VALUES $ids) a(id)
+SELECT count(*) FROM (VALUES $ids) a(id, status)
  WHERE NOT EXISTS (SELECT 1 FROM workflows.instances i
-                    WHERE i.id = a.id AND i.status = 'complete')
+                    WHERE i.id = a.id AND i.status = a.status)
 }),
 		'0',
-		"$label: every acknowledged instance exists and is complete");
+		"$label: every acknowledged instance exists and is complete"
+		  . ($errored ? ' (or errored, as scripted)' : ''));
 	my $expected = join(
 		',',
 		map {
