@@ -209,6 +209,8 @@ field(Jsonb *j, const char *key)
 		return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
 	if (v->type == jbvBinary)
 		return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+	if (v->type == jbvBool)
+		return pstrdup(v->val.boolean ? "true" : "false");
 	return NULL;
 }
 

@@ -24,6 +24,7 @@ shared_preload_libraries = 'workflows'
 workflows.max_workers = 2
 workflows.max_step_crashes = 1
 max_worker_processes = 16
+restart_after_crash = on
 });
 $node->start;
 
@@ -49,11 +50,12 @@ sub step_running
 	$node->poll_query_until('postgres',
 		q{SELECT count(*) = 1 FROM pg_stat_activity
 		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'
-		    AND state = 'active'})
+		    AND state = 'active' AND wait_event = 'PgSleep'})
 	  or die 'the step did not start';
 	$pid = $node->safe_psql('postgres',
 		q{SELECT pid FROM pg_stat_activity
-		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'});
+		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'
+		    AND state = 'active' AND wait_event = 'PgSleep'});
 	return $pid;
 }
 
@@ -91,6 +93,65 @@ is( $node->safe_psql(
 is($node->safe_psql('postgres',
 		q{SELECT count(*) FROM workflows.attempts WHERE error->>'sqlstate' = 'WF008'}),
 	'0', 'no stop was counted as a crash');
+
+# A step that is not the first thing its transaction writes: the sleep
+# before it ends and its event is taken in the same transaction.  Cutting
+# it short (an orderly stop, then a real crash) rolls all three back; the
+# instance must carry on from the state that was committed, not fail with
+# "took another path" (WF005) over a step recorded out of place.
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION after_event(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.sleep('nap', '1 second');
+    PERFORM workflows.wait_for_event('go', 'go', '1 hour');
+    RETURN workflows.step('slow',
+        'WITH nap AS (SELECT pg_sleep(2)) INSERT INTO public.effects SELECT $1::text, ''slow'' FROM nap RETURNING ''done''::text',
+        jsonb_build_array(event->>'instanceId'), '{"retries": {"limit": 0}}');
+END
+$$;
+SELECT workflows.register('after-event', 'after_event(jsonb)');
+});
+foreach my $how ('fast', 'kill')
+{
+	my $id = "after-event-$how";
+	$node->safe_psql('postgres',
+		"SELECT workflows.create('after-event', '{}', '$id'); SELECT workflows.send_event('$id', 'go')");
+	my $pid = step_running();
+	if ($how eq 'fast')
+	{
+		$node->stop('fast');
+		$node->start;
+	}
+	else
+	{
+		# a crash is charged: allow one
+		$node->safe_psql('postgres',
+			"ALTER SYSTEM SET workflows.max_step_crashes = 3; SELECT pg_reload_conf()");
+		kill 'KILL', $pid;
+		$node->poll_query_until('postgres', 'SELECT 1', '1')
+		  or die 'the server did not come back';
+	}
+	$node->poll_query_until('postgres',
+		"SELECT status IN ('complete', 'errored') FROM workflows.instances WHERE id = '$id'")
+	  or die "$id did not finish";
+	is( $node->safe_psql('postgres',
+			"SELECT status || ' ' || coalesce(error->>'sqlstate', '') FROM workflows.instances WHERE id = '$id'"),
+		'complete ', "$id: a step cut short after an event taken in its transaction ($how) completes");
+	is($node->safe_psql('postgres', "SELECT count(*) FROM effects WHERE instance = '$id'"),
+		'1', "$id: its effect was written exactly once");
+	is( $node->safe_psql('postgres',
+			"SELECT string_agg(key, ',' ORDER BY seq) FROM workflows.steps WHERE instance_id = '$id'"),
+		'nap,go,slow', "$id: its steps stand in the order they ran");
+	is( $node->safe_psql('postgres', qq{
+SELECT string_agg(CASE WHEN success THEN 'ok' ELSE error->>'sqlstate' END, ',' ORDER BY attempt)
+FROM workflows.attempts WHERE instance_id = '$id' AND step_key = 'slow'}),
+		$how eq 'fast' ? 'ok' : 'WF008,ok',
+		$how eq 'fast'
+		? "$id: the stop charged nothing (all it cut short was rolled back)"
+		: "$id: the crash was charged to the step, which then ran again");
+}
+$node->safe_psql('postgres', "ALTER SYSTEM RESET workflows.max_step_crashes; SELECT pg_reload_conf()");
 
 # a step that terminates its own executor is still the step's doing
 $node->safe_psql(
