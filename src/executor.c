@@ -1040,11 +1040,19 @@ tick(bool *claimed)
 
 	v[0] = TimestampTzGetDatum(now);
 	if (cur.valid)
+	{
+		/*
+		 * Go on with our instance; if another executor took it between our
+		 * commit and now (it was due), take any other: going to sleep here
+		 * would leave this executor idle while instances wait.
+		 */
 		v[1] = CStringGetTextDatum(cur.id);
-	if (claim(cur.valid ? &q_claim_one : &q_claim_any, v) == 0)
+		if (claim(&q_claim_one, v) == 0)
+			cur.valid = false;
+	}
+	if (!cur.valid && claim(&q_claim_any, v) == 0)
 	{
 		end_tx();
-		cur.valid = false;
 		return false;
 	}
 	*claimed = true;
