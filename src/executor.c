@@ -21,9 +21,19 @@
  *	- a sleep, an event wait or a retry delay: the instance's wake time is
  *	  stored and the executor moves on.  Nothing waits in memory.
  *
- * With workflows.steps_per_transaction > 1 a tick may run several steps
- * before it commits; the guarantee is the same, the steps just become
- * visible together.
+ * After a step the tick replays once more before it commits, so that an
+ * instance's completion, or the sleep or event wait that follows a step,
+ * commits with that step.  When that replay finds the next step, the tick
+ * commits and keeps the step for the next tick, which runs it without
+ * replaying again (the memos it was found from are unchanged unless the
+ * instance's revision moved).  With workflows.steps_per_transaction > 1 a
+ * tick may run several steps before it commits; the guarantee is the
+ * same, the steps just become visible together.
+ *
+ * Errors of the step and of the workflow function are the instance's own
+ * (owner.c catches them); an error of the engine itself while it advances
+ * an instance is contained by safe_tick(), so that one instance cannot
+ * crash-loop an executor.
  *
  * Idle executors sleep on their latch until the earliest wake time of any
  * instance (or workflows.poll_interval).  Backends set the latch when a
