@@ -185,8 +185,8 @@ BEGIN
     IF after_id IS NOT NULL THEN
         SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
         IF NOT FOUND THEN
-            RAISE EXCEPTION 'workflow instance "%" does not exist', after_id
-                USING ERRCODE = 'undefined_object';
+            -- 42501 for another role's instance, 42704 for none, as everywhere
+            PERFORM workflows._instance_unusable(after_id);
         END IF;
     END IF;
     RETURN QUERY

@@ -13,7 +13,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(83);
+SELECT plan(84);
 
 DROP ROLE IF EXISTS wf_tap_alice;
 DROP ROLE IF EXISTS wf_tap_bob;
@@ -335,6 +335,8 @@ SELECT is((SELECT count(*) FROM workflows.instances), 10::bigint,
     'bob sees his own ten instances');
 SELECT throws_ok($$SELECT workflows.status('alice-wait')$$,
     '42501', 'permission denied for workflow instance "alice-wait"', 'bob: status of alice''s instance');
+SELECT throws_ok($$SELECT * FROM workflows.list(after_id => 'alice-wait')$$,
+    '42501', 'permission denied for workflow instance "alice-wait"', 'bob: page after alice''s instance');
 SELECT throws_ok($$SELECT workflows.wait('alice-wait', '10 ms')$$,
     '42501', 'permission denied for workflow instance "alice-wait"', 'bob: wait for alice''s instance');
 SELECT throws_ok($$SELECT workflows.send_event('alice-wait', 'go', '{"by": "bob"}')$$,
