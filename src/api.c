@@ -231,6 +231,8 @@ find_instance(const char *id, Oid caller)
 void
 wf_as_owner_begin(WfAsOwner *s)
 {
+	/* the tables are those of the library's version (not before UPDATE) */
+	wf_check_installed_version();
 	GetUserIdAndSecContext(&s->save_userid, &s->save_sec);
 	SetUserIdAndSecContext(wf_extension_owner(),
 						   s->save_sec | SECURITY_LOCAL_USERID_CHANGE);

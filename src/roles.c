@@ -211,7 +211,11 @@ wf_roles_utility(Node *parsetree, bool after)
 {
 	if (!after && IsA(parsetree, DropRoleStmt))
 	{
-		if (extension_here())
+		/*
+		 * Only for a caller who may drop roles at all: anybody else gets
+		 * PostgreSQL's own refusal, and learns nothing of others' instances.
+		 */
+		if ((superuser() || has_createrole_privilege(GetUserId())) && extension_here())
 			check_drop_role((DropRoleStmt *) parsetree);
 	}
 	else if (after && IsA(parsetree, ReassignOwnedStmt))

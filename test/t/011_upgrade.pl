@@ -362,7 +362,12 @@ is($available, $new_version,
   or BAIL_OUT("the installation the node was restarted with has workflows "
 	  . "$available, not $new_version: install the new version first (test/run.sh "
 	  . "does) or set WORKFLOWS_NEW_INSTALL");
-my ($rc, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION workflows UPDATE',
+# between the library swap and the update, the 0.1 SQL objects call the new
+# library: it refuses clearly instead of failing on tables it does not know
+my ($rc, $out, $err) = $node->psql('postgres', q{SELECT workflows.create('any-workflow')});
+like($err, qr/extension "workflows" is at version 0\.1 but its library is version \Q$new_version\E/,
+	'before the update, the API says to run ALTER EXTENSION workflows UPDATE');
+($rc, $out, $err) = $node->psql('postgres', 'ALTER EXTENSION workflows UPDATE',
 	on_error_stop => 1);
 is($rc, 0, 'ALTER EXTENSION workflows UPDATE succeeds') or diag $err;
 is( $node->safe_psql('postgres',
