@@ -63,6 +63,7 @@ FAILED_NAMES=()
 SERVER_TROUBLE=0     # print the server log tail at the end?
 INTERRUPTED=0
 WORK=""
+FAILURES=""   # why each failed test failed, printed again at the end
 DATA=""
 SERVER_LOG=""
 PORT=""
@@ -71,6 +72,18 @@ say()    { printf '%s\n' "$*"; }
 header() { printf '\n======== %s ========\n' "$*"; }
 pass()   { PASSED=$((PASSED + 1)); }
 fail()   { FAILED=$((FAILED + 1)); FAILED_NAMES+=("$1"); }
+# why NAME < text: keep (up to 80 lines of) the reason a test failed, for the
+# summary at the end
+why() {
+    local n=0 line
+    if [[ -z $FAILURES ]]; then cat >/dev/null; return 0; fi
+    printf '\n--- %s\n' "$1" >>"$FAILURES"
+    # reads all of its input (no SIGPIPE for the writer)
+    while IFS= read -r line; do
+        (( n++ < 80 )) && printf '%s\n' "$line" >>"$FAILURES"
+    done
+    return 0
+}
 
 # Run a command as the (unprivileged) server owner.  AS_PG is set once the
 # temporary directory exists.
@@ -130,9 +143,16 @@ on_exit() {
         fail "harness"
     fi
     if (( FAILED > 0 )); then
+        # repeated at the very end, where a CI log that keeps only its tail
+        # still shows why
+        if [[ -n $FAILURES && -s $FAILURES ]]; then
+            header "why they failed"
+            cat "$FAILURES"
+        fi
         say ""
         say "failed: ${FAILED_NAMES[*]}"
     fi
+    [[ -n $FAILURES ]] && rm -f "$FAILURES"
     say ""
     say "test/run.sh: $PASSED passed, $FAILED failed"
     if (( FAILED > 0 )); then exit 1; fi
@@ -153,6 +173,7 @@ else
 fi
 DATA=$WORK/data
 SERVER_LOG=$WORK/server.log
+FAILURES=$(mktemp "${TMPDIR:-/tmp}/workflows-failures.XXXXXX")
 if (( IS_ROOT )); then
     AS_PG=(runuser -u postgres -- env HOME="$WORK" TMPDIR="$WORK/tmp"
            PATH="$PGBIN:$PATH" LANG="$LANG" LC_ALL="$LC_ALL")
@@ -422,6 +443,7 @@ if (( SERVER_UP )); then
             (( FAILED > before )) || fail "regress(pg_regress exit $rc)"
             SERVER_TROUBLE=1
             if [[ -s $WORK/regress/regression.diffs ]]; then
+                why "pg_regress: regression.diffs" <"$WORK/regress/regression.diffs"
                 header "regression.diffs"
                 head -n 3000 "$WORK/regress/regression.diffs"
             fi
@@ -442,10 +464,16 @@ if (( SERVER_UP )); then
             cat "$WORK/pgtap/$i.setup"
             ok=0
         elif ! as_pg timeout -k 10 "$TEST_TIMEOUT" pg_prove --psql-bin "$PGBIN/psql" \
-                  -h "$WORK" -p "$PORT" -d "$db" "$f" 2>&1; then
+                  -h "$WORK" -p "$PORT" -d "$db" "$f" >"$WORK/pgtap/$i.out" 2>&1; then
             ok=0
         fi
-        if (( ok )); then pass; else fail "$f"; SERVER_TROUBLE=1; fi
+        [[ -f $WORK/pgtap/$i.out ]] && cat "$WORK/pgtap/$i.out"
+        if (( ok )); then
+            pass
+        else
+            fail "$f"; SERVER_TROUBLE=1
+            grep -E -A3 '^\s*(not ok|# )|ERROR|Failed' "$WORK/pgtap/$i.out" 2>/dev/null | why "$f" || true
+        fi
         psql_pg -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 ||
             say "(note: could not drop database $db)"
     done
@@ -465,6 +493,7 @@ if (( SERVER_UP )); then
             (( FAILED > before )) || fail "isolation(pg_isolation_regress exit $rc)"
             SERVER_TROUBLE=1
             if [[ -s $WORK/isolation/regression.diffs ]]; then
+                why "isolation: regression.diffs" <"$WORK/isolation/regression.diffs"
                 header "isolation regression.diffs"
                 head -n 3000 "$WORK/isolation/regression.diffs"
             fi
@@ -514,11 +543,15 @@ if (( ${#TAP_FILES[@]} )); then
             pass
         else
             fail "$f"
+            grep -E '^\s*(not ok|#)|Dubious|Bailout|died|at .* line [0-9]+' "$log" | why "$f (exit $rc)" || true
             name=${f##*/}; name=${name%.pl}
             for l in "$WORK"/tmp_check/log/regress_log_"$name" "$WORK"/tmp_check/log/"$name"_*.log; do
                 [[ -f $l ]] || continue
                 header "$f: last 100 lines of ${l#"$WORK"/}"
                 tail -n 100 "$l"
+                if [[ $l == */regress_log_* ]]; then
+                    tail -n 25 "$l" | why "$f: end of ${l##*/}"
+                fi
             done
         fi
     done
@@ -529,10 +562,11 @@ fi
 # that the bench never rots; it fails if a workload does not complete.
 header "(g) bench/run.sh --smoke"
 if [[ -f $REPO/bench/run.sh ]]; then
-    if timeout -k 10 600 bash "$REPO/bench/run.sh" --smoke; then
+    if timeout -k 10 600 bash "$REPO/bench/run.sh" --smoke 2>&1 | tee "$WORK/bench.log"; (( PIPESTATUS[0] == 0 )); then
         pass
     else
         fail "bench/run.sh --smoke"
+        tail -n 40 "$WORK/bench.log" | why "bench/run.sh --smoke"
     fi
 fi
 

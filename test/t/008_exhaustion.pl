@@ -137,7 +137,10 @@ $node->safe_psql('postgres', 'CREATE DATABASE db2');
 
 my $hog = $node->background_psql('postgres');
 $hog->query_safe('SET force_parallel_mode = on');
-$hog->query_until(qr/hogging/, "\\echo hogging\nSELECT pg_sleep(6);\n");
+# the hog sleeps until cancelled below: however slow the machine, the slot
+# stays taken until the test lets it go
+my $hog_pid = $hog->query_safe('SELECT pg_backend_pid()');
+$hog->query_until(qr/hogging/, "\\echo hogging\nSELECT pg_sleep(600);\n");
 $node->poll_query_until('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'parallel worker'",
 	'1')
@@ -161,6 +164,7 @@ is( $node->safe_psql('db2',
 	scalar(@b), 'the instances of db2 wait in the queue');
 
 # the parallel query ends; its slot goes to db2's first executor
+$node->safe_psql('postgres', "SELECT pg_cancel_backend($hog_pid)");
 $hog->quit;
 wait_final($node, 'db2', \%acked, 60) or die 'db2 instances did not finish';
 pass('(b) every instance of db2 completes once the slot is free');
@@ -193,16 +197,18 @@ GRANT INSERT, SELECT ON effects TO app;
 # and slow steps.
 my @c = map { "c-$_" } 1 .. 10;
 my @cn = map { "cnap-$_" } 1 .. 5;
+my @cw = map { "cwait-$_" } 1 .. 3;    # wait for an event sent once the slots are full
 my $sql = "BEGIN;\n";
 $sql .= "SELECT workflows.create('three_steps', '{\"sleep\": 0.2}', '$_');\n" for @c;
 $sql .= "SELECT workflows.create('napper', '{\"nap\": 4}', '$_');\n" for @cn;
+$sql .= "SELECT workflows.create('waiter', '{}', '$_');\n" for @cw;
 $sql .= "COMMIT;\n";
 app_psql($node, $sql);
 $acked{"postgres:$_"} = [qw(s1 s2 s3)] for @c;
-$acked{"postgres:$_"} = [qw(before after)] for @cn;
+$acked{"postgres:$_"} = [qw(before after)] for @cn, @cw;
 is( $node->safe_psql('postgres',
 		"SELECT count(*) FROM workflows.instances WHERE owner = 'app'::regrole"),
-	scalar(@c) + scalar(@cn), 'app created its instances');
+	scalar(@c) + scalar(@cn) + scalar(@cw), 'app created its instances');
 
 # app takes every connection it may have
 my @sessions;
@@ -247,7 +253,8 @@ is( $q->query_safe(
 my $pending = $q->query_safe(
 	"SELECT count(*) FROM workflows.instances WHERE status NOT IN ('complete', 'errored', 'terminated')");
 note "$pending instances still to finish when the last slot was taken";
-ok($pending > 0, 'instances were still running or sleeping when the slots ran out');
+ok($pending >= scalar(@cw), 'instances were still running or waiting when the slots ran out');
+$q->query_safe("SELECT workflows.send_event('$_', 'go')") for @cw;
 my $t = time;
 while (time - $t < 60)
 {
@@ -343,8 +350,24 @@ BEGIN
 END
 $$;
 
+-- a step, a wait for event "go", a step
+CREATE FUNCTION waiter(event jsonb) RETURNS jsonb
+LANGUAGE plpgsql AS $$
+DECLARE
+    id text := event->>'instanceId';
+BEGIN
+    PERFORM workflows.step('before',
+        'INSERT INTO public.effects VALUES ($1::text, ''before'')', jsonb_build_array(id));
+    PERFORM workflows.wait_for_event('go', 'go', '1 hour');
+    PERFORM workflows.step('after',
+        'INSERT INTO public.effects VALUES ($1::text, ''after'')', jsonb_build_array(id));
+    RETURN '"went"'::jsonb;
+END
+$$;
+
 SELECT workflows.register('three_steps', 'three_steps(jsonb)');
 SELECT workflows.register('napper', 'napper(jsonb)');
+SELECT workflows.register('waiter', 'waiter(jsonb)');
 });
 	return;
 }
