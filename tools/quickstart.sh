@@ -30,7 +30,8 @@ DATA=$DEMO/data
 LOG=$DEMO/server.log
 PACKAGES=(postgresql-$PG_MAJOR postgresql-server-dev-$PG_MAJOR postgresql-$PG_MAJOR-cron
           postgresql-$PG_MAJOR-pgtap libtap-parser-sourcehandler-pgtap-perl
-          libipc-run-perl make gcc)
+          libipc-run-perl make gcc
+          postgresql-$PG_MAJOR-plproxy postgresql-$PG_MAJOR-auto-failover libcurl4-openssl-dev)
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 
 step() { printf '\n==> %s\n' "$*"; }
