@@ -91,7 +91,9 @@ SELECT workflows.wait('r-1', '30 seconds')->>'status' AS status;
 SELECT step, count(*) FROM ctl_effects WHERE instance = 'r-1' GROUP BY step ORDER BY step;
 SELECT key, attempts FROM workflows.steps WHERE instance_id = 'r-1' ORDER BY seq;
 
--- pause while a step runs: the step finishes, nothing new starts
+-- pause while a step runs: nothing new starts; the step ran in place after
+-- "first", so it is rolled back with its run and runs again after resume
+-- (README "Steps run in place")
 SELECT pg_advisory_lock(4242);
 SELECT workflows.create('ctl', '{"lock": true}', 'p-1');
 SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
@@ -106,7 +108,8 @@ SELECT workflows.resume('p-1');
 SELECT workflows.wait('p-1', '30 seconds')->>'status' AS status;
 SELECT step, count(*) FROM ctl_effects WHERE instance = 'p-1' GROUP BY step ORDER BY step;
 
--- terminate while a step runs: it ends at the step boundary
+-- terminate while a step runs: it ends at the step boundary (the step ran in
+-- place after "first": rolled back with its run)
 SELECT pg_advisory_lock(4242);
 SELECT workflows.create('ctl', '{"lock": true}', 't-1');
 SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'

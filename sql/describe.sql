@@ -111,7 +111,8 @@ SELECT workflows.create('desc_flaky', '{}', 'desc-retry');
 SELECT wait_until($$SELECT status = 'waiting' FROM workflows.instances WHERE id = 'desc-retry'$$);
 SELECT * FROM show('desc-retry');
 
--- running, with a pause requested; then paused
+-- running, with a pause requested; then paused (the first step ran in the
+-- transaction of the locked one, which runs in place: neither committed)
 SELECT pg_advisory_lock(4343);
 SELECT workflows.create('desc_demo', '{"lock": true}', 'desc-running');
 SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_locks

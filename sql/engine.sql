@@ -62,9 +62,10 @@ SELECT workflows.create('process-files', '{"files": ["a.pdf", "b.pdf", "c.pdf"]}
 SELECT workflows.create('process-files', '{}', 'files-1');
 SELECT workflows.wait('files-1', '30 seconds')->>'status' AS status;
 
--- every file processed exactly once, though the function ran once per step
+-- every file processed exactly once; the function ran twice: to find the
+-- first step, then running the others in place (README "Steps run in place")
 SELECT file, count(*) FROM processed WHERE instance = 'files-1' GROUP BY file ORDER BY file;
-SELECT last_value >= 5 AS replayed FROM replays;
+SELECT last_value AS runs FROM replays;
 SELECT s->>'key' AS key, s->>'type' AS type, s->>'status' AS status,
        s->'output' AS output, jsonb_array_length(s->'attempts') AS attempts,
        s->'attempts'->0->>'success' AS first_attempt_ok

@@ -12,13 +12,15 @@
  *
  * So before each attempt the executor writes what it is about to run into a
  * small file of its own under pg_workflows/ (no fsync: it must survive the
- * process, not the machine), and removes the file after the attempt's
+ * process, not the machine), and marks the file idle after the attempt's
  * transaction has committed.  An executor that starts and finds its file
  * records the attempt as interrupted (SQLSTATE WF008) and makes the step
  * run again at once; after workflows.max_step_crashes interrupted attempts
  * the step fails for good with WF008, which the workflow sees like any
- * other failed step.  The file costs a small write() and a rename() per
- * attempt, far less than the extra commit it replaces.
+ * other failed step.  The file stays open and is overwritten in place (one
+ * pwrite() of a few hundred bytes, padded with blanks to the file's length
+ * so that no older text trails it): a rename() or unlink() per attempt
+ * would cost a file system journal update each, more than the step.
  *
  * An orderly stop is not a crash: a fast or immediate shutdown, an
  * administrator's pg_terminate_backend(), the extension's own stop requests
@@ -55,7 +57,9 @@
 
 static char crash_path[MAXPGPATH];
 static char stop_path[MAXPGPATH];
-static bool crash_file_written = false;
+static bool crash_file_written = false; /* an attempt is noted in it */
+static int	crash_fd = -1;
+static int	crash_file_len = 0;
 static int	recovered[WF_MAX_WORKERS_LIMIT];
 static LOCKTAG recovery_lock;
 static bool recovery_locked = false;
@@ -122,19 +126,65 @@ wf_crash_init(Oid dboid, int index)
 	snprintf(crash_path, sizeof(crash_path), "%s/executor_%u_%d",
 			 WF_CRASH_DIR, dboid, index);
 	snprintf(stop_path, sizeof(stop_path), "%s.stop", crash_path);
+	if (crash_fd >= 0)
+		close(crash_fd);
+	crash_fd = -1;
+	crash_file_written = false;
+}
+
+/*
+ * Overwrite the file with "text", padded with blanks to the file's length
+ * (JSON allows trailing white space).  One write at offset 0 of a few
+ * hundred bytes: a reader of a dead executor's file sees all of it.
+ */
+static bool
+write_crash_file(const char *text, int len, int elevel)
+{
+	char	   *buf;
+	int			total;
+
+	if (crash_fd < 0)
+	{
+		crash_fd = BasicOpenFile(crash_path, O_RDWR | O_CREAT | PG_BINARY);
+		if (crash_fd < 0)
+		{
+			ereport(elevel,
+					(errcode_for_file_access(),
+					 errmsg("could not open file \"%s\": %m", crash_path)));
+			return false;
+		}
+		crash_file_len = 0;
+	}
+	total = Max(len, crash_file_len);
+	buf = palloc(total);
+	memcpy(buf, text, len);
+	memset(buf + len, ' ', total - len);
+	if (pg_pwrite(crash_fd, buf, total, 0) != total)
+	{
+		ereport(elevel,
+				(errcode_for_file_access(),
+				 errmsg("could not write file \"%s\": %m", crash_path)));
+		pfree(buf);
+		return false;
+	}
+	crash_file_len = total;
+	pfree(buf);
+	return true;
 }
 
 /*
  * The executor is being stopped in an orderly way while an attempt may be
- * running: mark its file as such.  Async-signal-safe (a rename() of
- * prepared paths), so that the SIGQUIT handler, which exits at once, can
- * call it.
+ * running: mark its file as such (or remove it, idle).  Async-signal-safe
+ * (a rename() or unlink() of prepared paths), so that the SIGQUIT handler,
+ * which exits at once, can call it.
  */
 void
 wf_crash_orderly_stop(void)
 {
 	if (crash_file_written)
 		(void) rename(crash_path, stop_path);
+	else if (crash_fd >= 0)
+		(void) unlink(crash_path);	/* idle: nothing to leave behind */
 }
 
 /*
@@ -145,8 +195,6 @@ void
 wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config, bool first)
 {
 	StringInfoData buf;
-	char		tmp_path[MAXPGPATH];
-	int			fd;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"id\": ");
@@ -162,22 +210,7 @@ wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config, bool first)
 	(void) JsonbToCString(&buf, &config->root, VARSIZE(config));
 	appendStringInfo(&buf, ", \"first\": %s}", first ? "true" : "false");
 
-	/* write a temporary file and rename it: a reader sees all or nothing */
-	snprintf(tmp_path, sizeof(tmp_path), "%s.tmp", crash_path);
-	fd = OpenTransientFile(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | PG_BINARY);
-	if (fd < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not open file \"%s\": %m", tmp_path)));
-	if (write(fd, buf.data, buf.len) != buf.len)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not write file \"%s\": %m", tmp_path)));
-	CloseTransientFile(fd);
-	if (rename(tmp_path, crash_path) < 0)
-		ereport(ERROR,
-				(errcode_for_file_access(),
-				 errmsg("could not rename file \"%s\" to \"%s\": %m", tmp_path, crash_path)));
+	(void) write_crash_file(buf.data, buf.len, ERROR);
 	crash_file_written = true;
 	pfree(buf.data);
 }
@@ -186,12 +219,11 @@ wf_crash_note_attempt(const char *id, WfAction *a, Jsonb *config, bool first)
 void
 wf_crash_clear(void)
 {
+	static const char idle[] = "{\"idle\": true}";
+
 	if (crash_file_written)
 	{
-		if (unlink(crash_path) < 0 && errno != ENOENT)
-			ereport(WARNING,
-					(errcode_for_file_access(),
-					 errmsg("could not remove file \"%s\": %m", crash_path)));
+		(void) write_crash_file(idle, sizeof(idle) - 1, WARNING);
 		crash_file_written = false;
 	}
 }
@@ -256,9 +288,9 @@ recover_file(const char *path, bool orderly)
 	text[st.st_size] = '\0';
 
 	/*
-	 * The file is renamed into place complete, but after an operating
-	 * system crash (no fsync) it may be empty or torn: then nothing is known
-	 * about the attempt, which simply runs again.
+	 * The file is written in one piece, but after an operating system
+	 * crash (no fsync) it may be empty or torn: then nothing is known about
+	 * the attempt, which simply runs again.
 	 */
 	if (st.st_size == 0 ||
 		pg_parse_json(wf_json_lexer(text, st.st_size), &nullSemAction) != JSON_SUCCESS)
@@ -268,6 +300,9 @@ recover_file(const char *path, bool orderly)
 		return;
 	}
 	j = wf_cstring_jsonb(text);
+	/* no attempt was running */
+	if (JB_ROOT_IS_OBJECT(j) && field(j, "idle") != NULL)
+		return;
 	if (!JB_ROOT_IS_OBJECT(j) || field(j, "id") == NULL || field(j, "key") == NULL ||
 		field(j, "name") == NULL || field(j, "seq") == NULL || field(j, "attempt") == NULL ||
 		field(j, "hash") == NULL || field(j, "started") == NULL || field(j, "config") == NULL)

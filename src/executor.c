@@ -23,12 +23,16 @@
  *
  * After a step the tick replays once more before it commits, so that an
  * instance's completion, or the sleep or event wait that follows a step,
- * commits with that step.  When that replay finds the next step, the tick
- * commits and keeps the step for the next tick, which runs it without
+ * commits with that step.  That replay may run the steps that follow in
+ * place (inline_step(); replay.c, "Inline steps"), so that an instance of
+ * N steps costs one replay per run instead of one per step; a run that
+ * stops anywhere but at its end is rolled back with them, and the tick
+ * goes on one step per replay: when that replay finds the next step, the
+ * tick commits and keeps the step for the next tick, which runs it without
  * replaying again (the memos it was found from are unchanged unless the
  * instance's revision moved).  With workflows.steps_per_transaction > 1 a
- * tick may run several steps before it commits; the guarantee is the
- * same, the steps just become visible together.
+ * tick may run several steps that way before it commits; the guarantee is
+ * the same, the steps just become visible together.
  *
  * Errors of the step and of the workflow function are the instance's own
  * (owner.c catches them); an error of the engine itself while it advances
@@ -61,6 +65,7 @@
 #include "commands/sequence.h"
 #include "commands/dbcommands.h"
 #include "commands/extension.h"
+#include "executor/executor.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -222,6 +227,7 @@ typedef struct WfInstance
 	char		id[WF_MAX_ID_LEN + 1];
 	int64		revision;		/* as of our last commit */
 	bool		pending_step;	/* wf_replay_action() is its next step */
+	int			classic_until;	/* no steps in place before this many memos */
 } WfInstance;
 
 /* how a tick leaves the instance */
@@ -241,9 +247,42 @@ static WfInstance cur;
 static bool tick_wrote = false;
 /* the instance the current tick claimed ("" between ticks), for safe_tick() */
 static char ticking[WF_MAX_ID_LEN + 1];
+static void pin_session_settings(GucAction action);
+
+/* what inline_step() needs of the tick that runs the replay */
+static struct
+{
+	const char *id;
+	Oid			owner;
+	uint64		generation;		/* of signals, when the tick began */
+	bool		ready;			/* the tick ran a step after a yield */
+	Oid			userid;			/* the executor's identity */
+	int			sec_context;
+	bool		for_command;	/* the run stopped for a command */
+}			inline_tick;
 static TimeoutId step_timeout_id;
 static volatile sig_atomic_t step_timed_out = false;
 static uint64 seen_signal_generation = 0;
+
+/*
+ * Every statement an executor starts is shown to replay.c, which tells the
+ * statements of workflow code itself apart (a run that ran steps in place
+ * is kept only if workflow code wrote nothing: see replay.c).
+ */
+static ExecutorStart_hook_type prev_executor_start = NULL;
+
+static void
+watch_executor_start(QueryDesc *queryDesc, int eflags)
+{
+	PlannedStmt *ps = queryDesc->plannedstmt;
+
+	wf_replay_watch_write(queryDesc->operation != CMD_SELECT ||
+						  ps->hasModifyingCTE || ps->rowMarks != NIL);
+	if (prev_executor_start)
+		prev_executor_start(queryDesc, eflags);
+	else
+		standard_ExecutorStart(queryDesc, eflags);
+}
 
 static void
 step_timeout_handler(void)
@@ -549,19 +588,99 @@ is_permanent_error(int sqlerrcode)
 	}
 }
 
-static bool
-is_final_error(ErrorData *edata, WfAction *a)
-{
-	return is_permanent_error(edata->sqlerrcode) ||
-		charged_attempts(a) > a->config.retries_limit;
-}
 
 /*
- * Run one attempt of a step and record it.  Returns true if the step is now
- * final (complete, or failed for good), false if a retry was scheduled at
- * *retry_at.  Runs in the tick's transaction; the callback gets a
- * subtransaction of its own, released on success and rolled back on error.
+ * Failed attempts of steps run in place whose run was then rolled back
+ * (replay.c, "Inline steps"): the tick runs that stretch again one step per
+ * replay, and an attempt that failed is recorded from here rather than run
+ * twice -- once it ran, it was a failed attempt (its writes rolled back as
+ * any failed attempt's are), and running it again would double what it
+ * did outside the database and lose its error from the history.
+ * run_failures: of the current run; known_failures: of interrupted runs of
+ * the current instance, until their step runs again.
  */
+typedef struct WfFailure
+{
+	char	   *key;
+	int			attempt;
+	TimestampTz start;
+	TimestampTz end;
+	Jsonb	   *error;
+	int			sqlerrcode;
+	char	   *message;
+} WfFailure;
+
+static MemoryContext failures_cxt = NULL;
+static List *run_failures = NIL;
+static List *known_failures = NIL;
+
+static void
+note_failure(WfAction *a, TimestampTz start, TimestampTz end, Jsonb *error,
+			 int sqlerrcode, const char *message)
+{
+	MemoryContext old;
+	WfFailure  *f;
+
+	if (failures_cxt == NULL)
+		failures_cxt = AllocSetContextCreate(TopMemoryContext, "workflows failures",
+											 ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(failures_cxt);
+	f = palloc(sizeof(WfFailure));
+	f->key = pstrdup(a->key);
+	f->attempt = a->attempt;
+	f->start = start;
+	f->end = end;
+	f->error = DatumGetJsonbPCopy(JsonbPGetDatum(error));
+	f->sqlerrcode = sqlerrcode;
+	f->message = pstrdup(message ? message : "");
+	run_failures = lappend(run_failures, f);
+	MemoryContextSwitchTo(old);
+}
+
+/* the run was kept (forget) or rolled back (keep its failures for later) */
+static void
+end_run_failures(bool interrupted)
+{
+	MemoryContext old;
+
+	if (failures_cxt == NULL)
+		return;
+	old = MemoryContextSwitchTo(failures_cxt);
+	if (interrupted)
+		known_failures = list_concat(known_failures, run_failures);
+	list_free(run_failures);
+	run_failures = NIL;
+	MemoryContextSwitchTo(old);
+}
+
+/* the executor moves to another instance */
+static void
+forget_failures(void)
+{
+	if (failures_cxt != NULL)
+		MemoryContextReset(failures_cxt);
+	run_failures = NIL;
+	known_failures = NIL;
+}
+
+static WfFailure *
+known_failure(WfAction *a)
+{
+	ListCell   *lc;
+
+	foreach(lc, known_failures)
+	{
+		WfFailure  *f = (WfFailure *) lfirst(lc);
+
+		if (f->attempt == a->attempt && strcmp(f->key, a->key) == 0)
+		{
+			known_failures = foreach_delete_current(known_failures, lc);
+			return f;
+		}
+	}
+	return NULL;
+}
+
 /*
  * Does the database have initially deferred constraints?  After a step,
  * owner.c fires its deferred trigger events with SET CONSTRAINTS ALL
@@ -621,58 +740,96 @@ run_callback(void *arg)
 	call->output = output;
 }
 
+/*
+ * Run one attempt of a step and record it.  Returns true if the step is now
+ * final (complete, or failed for good), false if a retry was scheduled at
+ * *retry_at.  Runs in the tick's transaction; the callback gets a
+ * subtransaction of its own, released on success and rolled back on error.
+ * mode: WF_AS_STEP after a yield, WF_AS_INLINE_STEP from inside a replay.
+ */
 static bool
-run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
+run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at, WfRunAs mode)
 {
 	WfStepCall	call;
-	TimestampTz start = GetCurrentTimestamp();
+	TimestampTz start;
 	TimestampTz end;
 	Jsonb	   *output = NULL;
 	ErrorData  *edata = NULL;
+	Jsonb	   *error = NULL;
+	int			sqlerrcode = 0;
+	const char *message = NULL;
 	Jsonb	   *config = wf_step_config_jsonb(&a->config);
+	WfFailure  *known = (mode == WF_AS_STEP) ? known_failure(a) : NULL;
 	Datum		v[7];
 	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
-	report(id, owner, a->key);
-	if (wf_log_step_details && a->sql != NULL)
-		pgstat_report_activity(STATE_RUNNING, a->sql);
+	if (known != NULL)
+	{
+		/*
+		 * This very attempt already ran, in place, and failed; its run was
+		 * rolled back (see the tick).  Record that failure instead of
+		 * running the attempt a second time.
+		 */
+		start = known->start;
+		end = known->end;
+		if (a->is_new)
+			a->started = start;
+		error = known->error;
+		sqlerrcode = known->sqlerrcode;
+		message = known->message;
+	}
 	else
-		pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
-	wf_crash_note_attempt(id, a, config, !tick_wrote);
-
-	step_timed_out = false;
-	if (a->config.timeout_ms > 0)
-		enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
-	call.action = a;
-	call.output = NULL;
-	edata = wf_run_as(owner, true, run_callback, &call);
-	if (a->config.timeout_ms > 0)
-		disable_timeout(step_timeout_id, false);
-	(void) wf_in_step(false);
-	output = call.output;
-	if (edata == NULL && step_timed_out)
 	{
-		/* the step finished just as its timeout fired: keep its result */
-		QueryCancelPending = false;
-	}
-	else if (edata != NULL && step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-	{
-		edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
-		edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
-								  a->key, a->config.timeout_ms);
-	}
-	step_timed_out = false;
+		start = GetCurrentTimestamp();
+		report(id, owner, a->key);
+		if (wf_log_step_details && a->sql != NULL)
+			pgstat_report_activity(STATE_RUNNING, a->sql);
+		else
+			pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
+		wf_crash_note_attempt(id, a, config, !tick_wrote);
 
-	wf_clean_session();
+		step_timed_out = false;
+		if (a->config.timeout_ms > 0)
+			enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
+		call.action = a;
+		call.output = NULL;
+		edata = wf_run_as(owner, mode, run_callback, &call);
+		if (a->config.timeout_ms > 0)
+			disable_timeout(step_timeout_id, false);
+		(void) wf_in_step(false);
+		output = call.output;
+		if (edata == NULL && step_timed_out)
+		{
+			/* the step finished just as its timeout fired: keep its result */
+			QueryCancelPending = false;
+		}
+		else if (edata != NULL && step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
+			edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
+									  a->key, a->config.timeout_ms);
+		}
+		step_timed_out = false;
 
-	end = GetCurrentTimestamp();
+		wf_clean_session();
+		end = GetCurrentTimestamp();
+		if (edata != NULL)
+		{
+			error = wf_error_jsonb(edata);
+			sqlerrcode = edata->sqlerrcode;
+			message = edata->message;
+			if (mode == WF_AS_INLINE_STEP)
+				note_failure(a, start, end, error, sqlerrcode, message);
+		}
+	}
+
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(a->key);
 	v[2] = Int32GetDatum(a->attempt);
 	v[3] = TimestampTzGetDatum(start);
 	v[4] = TimestampTzGetDatum(end);
 
-	if (edata == NULL)
+	if (error == NULL)
 	{
 		save_step(id, a, "step", "complete", output, NULL, config, a->attempt, end, 0);
 		v[5] = BoolGetDatum(true);
@@ -681,29 +838,101 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at)
 		memo_step(a, 's', 'c', output, NULL, a->attempt, 0);
 		return true;
 	}
-	else
-	{
-		Jsonb	   *error = wf_error_jsonb(edata);
 
-		v[5] = BoolGetDatum(false);
-		v[6] = JsonbPGetDatum(error);
-		if (is_final_error(edata, a))
-		{
-			save_step(id, a, "step", "failed", NULL, error, config, a->attempt, end, 0);
-			wf_query(&q_attempt, v, n, 0);
-			memo_step(a, 's', 'f', NULL, error, a->attempt, 0);
-			ereport(wf_log_level >= WF_LOG_FAILURES ? LOG : DEBUG1,
-					(errmsg("workflows: step \"%s\" of instance \"%s\" failed for good after %d attempt%s: %s",
-							a->key, id, a->attempt, a->attempt == 1 ? "" : "s",
-							wf_log_step_details ? edata->message : unpack_sql_state(edata->sqlerrcode))));
-			return true;
-		}
-		*retry_at = TimestampTzPlusMilliseconds(end, wf_retry_delay_ms(&a->config, charged_attempts(a)));
-		save_step(id, a, "step", "retrying", NULL, error, config, a->attempt, 0, *retry_at);
+	v[5] = BoolGetDatum(false);
+	v[6] = JsonbPGetDatum(error);
+	if (is_permanent_error(sqlerrcode) || charged_attempts(a) > a->config.retries_limit)
+	{
+		save_step(id, a, "step", "failed", NULL, error, config, a->attempt, end, 0);
 		wf_query(&q_attempt, v, n, 0);
-		memo_step(a, 's', 'r', NULL, error, a->attempt, *retry_at);
-		return false;
+		memo_step(a, 's', 'f', NULL, error, a->attempt, 0);
+		ereport(wf_log_level >= WF_LOG_FAILURES ? LOG : DEBUG1,
+				(errmsg("workflows: step \"%s\" of instance \"%s\" failed for good after %d attempt%s: %s",
+						a->key, id, a->attempt, a->attempt == 1 ? "" : "s",
+						wf_log_step_details ? message : unpack_sql_state(sqlerrcode))));
+		return true;
 	}
+	*retry_at = TimestampTzPlusMilliseconds(end, wf_retry_delay_ms(&a->config, charged_attempts(a)));
+	save_step(id, a, "step", "retrying", NULL, error, config, a->attempt, 0, *retry_at);
+	wf_query(&q_attempt, v, n, 0);
+	memo_step(a, 's', 'r', NULL, error, a->attempt, *retry_at);
+	return false;
+}
+
+/*
+ * Run a step from inside a replay (replay.c, "Inline steps"): the same
+ * attempt and record as run_step() after a yield, without replaying the
+ * instance again for the step after it.  Declines (the replay yields and
+ * the tick goes on one step per replay) when a command or an event arrived
+ * since the tick began (it must apply at a step boundary, which only a
+ * commit makes), when the database has initially deferred constraints
+ * (see has_deferred_constraints()), and within a stretch of the instance
+ * where a run in place was interrupted before (cur.classic_until).  Also
+ * for the first step of a tick (run after a yield, nothing of the run is
+ * lost if it fails) and for retries (a failed attempt in place interrupts
+ * the run: the retry would run twice).
+ */
+static bool
+inline_step(WfAction *a)
+{
+	MemoryContext cxt;
+	MemoryContext old;
+	TimestampTz retry_at;
+	Oid			save_userid;
+	int			save_sec;
+	int			nest;
+	bool		ok = true;
+
+	if (!wf_inline_steps || !inline_tick.ready || a->attempt > 1 ||
+		!a->config.inline_ok || wf_replay_memo_count() < cur.classic_until)
+		return false;
+
+	/*
+	 * The executor's own identity and settings for its bookkeeping, as
+	 * outside the replay: workflow code's SET LOCAL does not reach it, and
+	 * the owner may not write the extension's tables.  (The step itself
+	 * runs as the owner again: run_step() -> wf_run_as().)  The replay's
+	 * subtransaction restores both if this fails.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(inline_tick.userid, inline_tick.sec_context);
+	nest = NewGUCNestLevel();
+	pin_session_settings(GUC_ACTION_SAVE);
+
+	cxt = AllocSetContextCreate(CurrentMemoryContext, "workflows inline step",
+								ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(cxt);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	/*
+	 * A signal since the tick began: a command for this instance must apply
+	 * at a step boundary, which only a commit makes; an event (or anything
+	 * for another instance) need not stop the run.
+	 */
+	if (pg_atomic_read_u64(&wf_shared->signal_generation) != inline_tick.generation)
+	{
+		Datum		idv = CStringGetTextDatum(inline_tick.id);
+
+		inline_tick.generation = pg_atomic_read_u64(&wf_shared->signal_generation);
+		pg_memory_barrier();
+		if (wf_query(&q_request, &idv, NULL, 1) > 0)
+		{
+			ok = false;
+			inline_tick.for_command = true;
+		}
+	}
+	if (ok && has_deferred_constraints())
+		ok = false;
+	if (ok)
+		(void) run_step(inline_tick.id, inline_tick.owner, a, &retry_at, WF_AS_INLINE_STEP);
+
+	SPI_finish();
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(cxt);
+	AtEOXact_GUC(true, nest);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	return ok;
 }
 
 /*
@@ -920,7 +1149,7 @@ pinned_function(const char *version, const char *code, Oid original, ErrorData *
 			if (SPI_execute(psprintf("GRANT CREATE ON SCHEMA workflows_code TO %s",
 									 rolename), false, 0) != SPI_OK_UTILITY)
 				elog(ERROR, "could not grant CREATE on workflows_code");
-			err = wf_run_as(owner, true, create_pinned_copy, (void *) code);
+			err = wf_run_as(owner, WF_AS_STEP, create_pinned_copy, (void *) code);
 			if (err != NULL)
 				ReThrowError(err);
 			if (SPI_execute(psprintf("REVOKE CREATE ON SCHEMA workflows_code FROM %s",
@@ -1038,6 +1267,7 @@ tick(bool *claimed)
 	bool		use_pending;
 
 	*claimed = false;
+	inline_tick.ready = false;
 	generation = pg_atomic_read_u64(&wf_shared->signal_generation);
 	pg_memory_barrier();
 
@@ -1114,6 +1344,11 @@ tick(bool *claimed)
 				(errmsg("workflows: instance \"%s\" starts", id)));
 	if (!cur.valid || strcmp(cur.id, id) != 0 || cur.revision != revision)
 	{
+		if (!cur.valid || strcmp(cur.id, id) != 0)
+		{
+			cur.classic_until = 0;
+			forget_failures();
+		}
 		load_memos(id);
 		strlcpy(cur.id, id, sizeof(cur.id));
 		cur.valid = true;
@@ -1166,8 +1401,37 @@ tick(bool *claimed)
 		}
 		else
 		{
-			r = wf_replay_run(fn, owner, event, &output, &error);
+			bool		wrote_before = tick_wrote;
+			int			memos_before = wf_replay_memo_count();
+
+			inline_tick.id = id;
+			inline_tick.owner = owner;
+			inline_tick.generation = generation;
+			GetUserIdAndSecContext(&inline_tick.userid, &inline_tick.sec_context);
+			inline_tick.for_command = false;
+			r = wf_replay_run(fn, owner, event, inline_step, &output, &error);
 			wf_clean_session();
+			end_run_failures(r == WF_RUN_INTERRUPTED);
+			if (r == WF_RUN_INTERRUPTED)
+			{
+				/*
+				 * The run was rolled back with the steps it ran in place:
+				 * forget them, and run this stretch one step per replay up
+				 * to where the run stopped -- for good on this instance if
+				 * workflow code wrote (every run in place would be lost),
+				 * not at all if a command stopped it (the next run in place
+				 * would not stop there).  Its failed attempts are recorded
+				 * when the stretch reaches them (known_failure()).
+				 */
+				if (wf_replay_wrote())
+					cur.classic_until = INT_MAX;
+				else if (!inline_tick.for_command)
+					cur.classic_until = memos_before + wf_replay_inline_count() + 1;
+				tick_wrote = wrote_before;
+				wf_crash_clear();
+				load_memos(id);
+				continue;
+			}
 			finish_sleeps(id);
 		}
 
@@ -1207,13 +1471,14 @@ tick(bool *claimed)
 				cur.pending_step = true;
 				break;
 			}
-			if (!run_step(id, owner, a, &retry_at))
+			if (!run_step(id, owner, a, &retry_at, WF_AS_STEP))
 			{
 				out.status = "waiting";
 				out.wake_at = retry_at;
 				break;
 			}
 			steps++;
+			inline_tick.ready = true;
 
 			/*
 			 * Commit at this step boundary, without the replay after it,
@@ -1551,7 +1816,7 @@ maybe_sweep(void)
  * after each run and step (see owner.c).
  */
 static void
-pin_session_settings(void)
+pin_session_settings(GucAction action)
 {
 	static const char *const pins[][2] = {
 		{"search_path", "pg_catalog, pg_temp"},
@@ -1566,7 +1831,7 @@ pin_session_settings(void)
 
 	for (size_t i = 0; i < lengthof(pins); i++)
 		(void) set_config_option(pins[i][0], pins[i][1], PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_SET, true, 0, false);
+								 action, true, 0, false);
 }
 
 void
@@ -1614,8 +1879,10 @@ wf_executor_main(Datum arg)
 
 	step_timeout_id = RegisterTimeout(USER_TIMEOUT, step_timeout_handler);
 	CacheRegisterSyscacheCallback(CONSTROID, constraints_changed, (Datum) 0);
+	prev_executor_start = ExecutorStart_hook;
+	ExecutorStart_hook = watch_executor_start;
 
-	pin_session_settings();
+	pin_session_settings(GUC_ACTION_SET);
 
 	/* nothing is touched until the SQL objects are of the library's version */
 	for (;;)

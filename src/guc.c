@@ -21,6 +21,7 @@ int			wf_max_workers = 2;
 int			wf_max_databases = 16;
 int			wf_poll_interval_ms = 10000;
 int			wf_steps_per_transaction = 1;
+bool		wf_inline_steps = true;
 int			wf_max_payload_size = 1024 * 1024;
 int			wf_max_output_size = 1024 * 1024;
 int			wf_max_steps = 10000;
@@ -74,6 +75,14 @@ wf_define_gucs(void)
 							1, 1, 10000,
 							PGC_SIGHUP, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("workflows.inline_steps",
+							 "Lets a replay run the steps after the first in place, committing them together.",
+							 "A run that then stops anywhere but at its end is rolled back and that stretch runs one step per replay.",
+							 &wf_inline_steps,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomIntVariable("workflows.max_payload_size",
 							"Largest params of an instance and payload of an event.",

@@ -27,10 +27,17 @@
  *	  (WITH HOLD ones included) -- still as the owner, so that a violation
  *	  fails the step like any error -- and only then release the
  *	  subtransaction and switch back;
- *	- for a replay, whose writes are always rolled back: run it as a
- *	  security-restricted operation as well (no temporary tables, no
- *	  cursors WITH HOLD, no deferred triggers can even be queued), and roll
- *	  the subtransaction back, which discards anything it queued.
+ *	- for a replay: run it as a security-restricted operation as well (no
+ *	  temporary tables, no cursors WITH HOLD, no deferred triggers can even
+ *	  be queued by workflow code), and roll the subtransaction back, which
+ *	  discards anything it queued -- unless the replay ran steps in place
+ *	  (replay.c, "inline steps") and workflow code itself wrote nothing:
+ *	  then it is settled and released like a step, still as the owner.
+ *	  The steps it ran in place are brackets of their own, nested in it:
+ *	  as the owner, not security-restricted (as any step), their deferred
+ *	  trigger events fired before they return; only the cursors they leave
+ *	  wait for the replay's settling, because the workflow function's own
+ *	  portals are open around them.
  *
  * After the bracket nothing of the user's code is queued for later: what
  * remains in the session (temporary tables, session advisory locks,
@@ -70,7 +77,7 @@
  * deferred constraints (has_deferred_constraints() in executor.c).
  */
 static void
-settle_step(void)
+settle(bool portals)
 {
 	ConstraintsSetStmt *all_immediate = makeNode(ConstraintsSetStmt);
 
@@ -82,8 +89,12 @@ settle_step(void)
 	 * Cursors the step left open, WITH HOLD ones too: a held cursor would
 	 * run the rest of its query at commit.  The executor itself has no
 	 * portal open here (it runs no query of its own around the callback).
+	 * Not for a step run from inside a replay: the workflow function's own
+	 * portals (a FOR loop over a query) are open around it; that replay's
+	 * bracket closes what is left when the function has returned.
 	 */
-	PortalHashTableDeleteAll();
+	if (portals)
+		PortalHashTableDeleteAll();
 
 	/* closing a cursor queues nothing, but make "nothing queued" certain */
 	AfterTriggerSetState(all_immediate);
@@ -91,8 +102,12 @@ settle_step(void)
 
 /*
  * Run fn(arg) as "role" in a subtransaction of its own; see the file
- * header.  keep: a step (its writes stay, what it queued is settled first);
- * otherwise a replay (security-restricted, always rolled back).
+ * header.  WF_AS_STEP: its writes stay, what it queued is settled first.
+ * WF_AS_INLINE_STEP: the same for a step that a replay runs in place
+ * (replay.c); it is not security-restricted even though the replay around
+ * it is, as a step run by the executor is not.  WF_AS_REPLAY: security-
+ * restricted, rolled back unless wf_replay_keep() says that it ran steps
+ * in place and wrote nothing itself: then settled and kept like a step.
  *
  * Must be called in a transaction, outside any query.  Returns NULL on
  * success, or the error (allocated in the caller's memory context) after
@@ -100,7 +115,7 @@ settle_step(void)
  * security context, memory context and resource owner are restored.
  */
 ErrorData *
-wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg)
+wf_run_as(Oid role, WfRunAs mode, void (*fn) (void *arg), void *arg)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner resowner = CurrentResourceOwner;
@@ -115,9 +130,14 @@ wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg)
 	PG_TRY();
 	{
 		int			nest;
+		int			sec = save_sec | SECURITY_LOCAL_USERID_CHANGE;
+		bool		keep;
 
-		SetUserIdAndSecContext(role, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   (keep ? 0 : SECURITY_RESTRICTED_OPERATION));
+		if (mode == WF_AS_REPLAY)
+			sec |= SECURITY_RESTRICTED_OPERATION;
+		else if (mode == WF_AS_INLINE_STEP)
+			sec &= ~SECURITY_RESTRICTED_OPERATION;
+		SetUserIdAndSecContext(role, sec);
 		nest = NewGUCNestLevel();
 		(void) set_config_option("search_path", wf_step_search_path,
 								 PGC_USERSET, PGC_S_SESSION,
@@ -125,8 +145,9 @@ wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg)
 
 		fn(arg);
 
+		keep = (mode != WF_AS_REPLAY || wf_replay_keep());
 		if (keep)
-			settle_step();
+			settle(mode != WF_AS_INLINE_STEP);
 		AtEOXact_GUC(false, nest);
 
 		/*

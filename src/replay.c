@@ -22,6 +22,23 @@
  * EXCEPTION WHEN OTHERS cannot make the engine lose it, and every later
  * step call in the same run yields again at once.
  *
+ * Inline steps.  Replaying from the top for every new step costs O(N) per
+ * step, O(N^2) for an instance of N steps.  So a run may instead run a new
+ * step in place: step() hands it to the executor (the inline_step callback
+ * of wf_replay_run()), which runs and records it exactly as it would after
+ * a yield -- its own subtransaction as the owner, its memo and attempt in
+ * the same transaction -- and step() returns its output to the workflow
+ * code, which goes on.  The run's subtransaction then holds those steps, so
+ * it can only be kept if the run ends by returning: a run that yields or
+ * raises after running steps in place is rolled back with them, and the
+ * executor runs the same stretch again one step per replay
+ * (WF_RUN_INTERRUPTED).  A run that returns is kept only if workflow code
+ * itself wrote nothing (the executor reports its statements through
+ * wf_replay_watch_write()): its writes between steps must not persist,
+ * whatever the mode (the rules of workflows).  The executor decides per
+ * step whether it may run in place (nothing waiting to be applied to the
+ * instance, no deferred constraints, not a stretch that was interrupted).
+ *
  * IDENTIFICATION
  *	  src/replay.c
  *
@@ -73,6 +90,11 @@ typedef struct WfReplayState
 	TimestampTz now;			/* the run's clock */
 	WfAction	action;
 	List	   *finished_sleeps;	/* keys of sleeps found over in this run */
+	/* steps run in place (see "Inline steps" above) */
+	WfInlineStepFn inline_step; /* the executor's, or NULL: yield instead */
+	int			inline_count;	/* steps this run ran (or began) in place */
+	bool		in_engine;		/* the executor records one of them */
+	bool		wrote;			/* workflow code itself wrote something */
 } WfReplayState;
 
 static WfReplayState R;
@@ -500,8 +522,49 @@ hash_step(char kind, const char *text, Size textlen, Jsonb *args)
 }
 
 /*
+ * Hand a step to the executor to run in place.  Returns false if the
+ * executor declines (the run yields as usual); true once the attempt ran
+ * and its memo says how it ended.
+ */
+static bool
+run_inline(WfAction *a)
+{
+	bool		is_new = a->is_new;
+	bool		ran;
+
+	if (R.inline_step == NULL)
+		return false;
+
+	/* counted before: an error of the engine in it interrupts the run too */
+	R.inline_count++;
+	if (is_new)
+		a->started = GetCurrentTimestamp();
+	R.in_engine = true;
+	ran = R.inline_step(a);
+	R.in_engine = false;
+	if (!ran)
+	{
+		R.inline_count--;
+		return false;
+	}
+	if (is_new)
+	{
+		WfMemo	   *memo = wf_replay_memo(a->key, false);
+
+		if (memo != NULL && memo->visited_run != R.run)
+		{
+			memo->visited_run = R.run;
+			R.visited++;
+		}
+	}
+	/* the run's clock moves with the steps it runs */
+	R.now = GetCurrentTimestamp();
+	return true;
+}
+
+/*
  * Shared body of the two step() forms: return the memo, re-raise its
- * error, or ask the executor to run an attempt.
+ * error, or run an attempt (in place, or by yielding to the executor).
  */
 static Datum
 step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
@@ -541,6 +604,15 @@ step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
 		a->sql = sql ? pstrdup(sql) : NULL;
 		a->args = args ? DatumGetJsonbPCopy(JsonbPGetDatum(args)) : NULL;
 		MemoryContextSwitchTo(old);
+	}
+	if (run_inline(a))
+	{
+		memo = wf_replay_memo(key, false);
+		if (memo != NULL && memo->status == 'c')
+			return memo_output(fcinfo, memo);
+		if (memo != NULL && memo->status == 'f')
+			reraise(memo);
+		/* a retry is due later: the run stops here (and is interrupted) */
 	}
 	yield(key);
 }
@@ -759,20 +831,62 @@ replay_callback(void *arg)
 	call->output = out;
 }
 
+/* steps run in place by the current (or last) run */
+int
+wf_replay_inline_count(void)
+{
+	return R.inline_count;
+}
+
+/* did workflow code of the current (or last) run write anything itself? */
+bool
+wf_replay_wrote(void)
+{
+	return R.wrote;
+}
+
+/*
+ * Called by the executor for each statement it starts while a run may run
+ * steps in place ("writes": the statement modifies or locks rows, or is a
+ * utility command).  Statements of workflow code itself are the ones that
+ * come neither from a step callback nor from the executor's recording of a
+ * step run in place.
+ */
+void
+wf_replay_watch_write(bool writes)
+{
+	if (writes && R.active && R.inline_step != NULL && !R.in_step && !R.in_engine)
+		R.wrote = true;
+}
+
+/*
+ * May the run's subtransaction be kept (wf_run_as(), after the function
+ * returned)?  Only if it holds steps run in place, and nothing else.
+ */
+bool
+wf_replay_keep(void)
+{
+	return R.inline_count > 0 && !R.wrote && !R.yielded;
+}
+
 /*
  * Run the workflow function once, as "owner", in a subtransaction that is
- * always rolled back (wf_run_as() without keep): writes made by workflow
- * code between steps never persist, so a replay sees the same database a
- * first run did.
+ * rolled back (wf_run_as(), WF_AS_REPLAY): writes made by workflow code
+ * between steps never persist, so a replay sees the same database a first
+ * run did.  With inline_step, new steps may run in place (see the file
+ * header); a run that returns after running some is kept with them.
  *
  * Returns what happened.  On WF_RUN_COMPLETE *output is the result (NULL
  * for SQL NULL); on WF_RUN_ERRORED *error is the error; on WF_RUN_YIELD the
- * action is in wf_replay_action().  Both are allocated in the caller's
- * memory context.  Must be called in a transaction, with the memos of the
- * instance loaded.
+ * action is in wf_replay_action(); WF_RUN_INTERRUPTED: the run yielded,
+ * raised or wrote after running steps in place, and was rolled back with
+ * them (the memo cache still has them: the caller reloads it).  Output and
+ * error are allocated in the caller's memory context.  Must be called in a
+ * transaction, with the memos of the instance loaded.
  */
 WfRunResult
-wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error)
+wf_replay_run(Oid fn, Oid owner, Jsonb *event, WfInlineStepFn inline_step,
+			  Jsonb **output, ErrorData **error)
 {
 	WfReplayCall call;
 	ErrorData  *edata;
@@ -784,6 +898,10 @@ wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error
 	R.visited = 0;
 	R.now = GetCurrentTimestamp();
 	R.finished_sleeps = NIL;
+	R.inline_step = inline_step;
+	R.inline_count = 0;
+	R.in_engine = false;
+	R.wrote = false;
 	*output = NULL;
 	*error = NULL;
 
@@ -791,9 +909,13 @@ wf_replay_run(Oid fn, Oid owner, Jsonb *event, Jsonb **output, ErrorData **error
 	call.owner = owner;
 	call.event = event;
 	call.output = NULL;
-	edata = wf_run_as(owner, false, replay_callback, &call);
+	edata = wf_run_as(owner, WF_AS_REPLAY, replay_callback, &call);
 	R.active = false;
+	R.inline_step = NULL;
+	R.in_engine = false;
 
+	if (R.inline_count > 0 && (R.yielded || edata != NULL || R.wrote))
+		return WF_RUN_INTERRUPTED;
 	/* our own flag decides: workflow code may have swallowed the yield */
 	if (R.yielded)
 		return WF_RUN_YIELD;

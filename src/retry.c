@@ -187,6 +187,7 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 	cfg->delay_ms = WF_DEFAULT_DELAY_MS;
 	cfg->backoff = WF_BACKOFF_EXPONENTIAL;
 	cfg->timeout_ms = WF_DEFAULT_TIMEOUT_MS;
+	cfg->inline_ok = true;
 
 	if (config == NULL)
 		return;
@@ -209,6 +210,12 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 		}
 		else if (key_is(&k, "timeout"))
 			cfg->timeout_ms = duration_ms(&v, "timeout");
+		else if (key_is(&k, "inline"))
+		{
+			if (v.type != jbvBool)
+				config_error("inline", "must be true or false");
+			cfg->inline_ok = v.val.boolean;
+		}
 		else
 			config_error(key_str("", &k), "is not a known key");
 	}
@@ -221,11 +228,12 @@ wf_step_config_jsonb(const WfStepConfig *cfg)
 	static const char *const names[] = {"constant", "linear", "exponential"};
 	char		buf[256];
 
+	/* "inline" only when it is not the default, as older steps have none */
 	snprintf(buf, sizeof(buf),
 			 "{\"retries\": {\"limit\": %d, \"delay\": " INT64_FORMAT
-			 ", \"backoff\": \"%s\"}, \"timeout\": " INT64_FORMAT "}",
+			 ", \"backoff\": \"%s\"}, \"timeout\": " INT64_FORMAT "%s}",
 			 cfg->retries_limit, cfg->delay_ms, names[cfg->backoff],
-			 cfg->timeout_ms);
+			 cfg->timeout_ms, cfg->inline_ok ? "" : ", \"inline\": false");
 	return wf_cstring_jsonb(buf);
 }
 

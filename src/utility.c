@@ -201,6 +201,21 @@ wf_process_utility(PlannedStmt *pstmt, const char *queryString,
 	if (OidIsValid(paused))
 		wf_pause_database(paused);
 
+	/* a utility command of workflow code that runs steps in place (replay.c) */
+	switch (nodeTag(parsetree))
+	{
+		case T_VariableSetStmt:
+		case T_VariableShowStmt:
+		case T_DeclareCursorStmt:
+		case T_FetchStmt:
+		case T_ClosePortalStmt:
+		case T_ExplainStmt:
+			break;
+		default:
+			wf_replay_watch_write(true);
+			break;
+	}
+
 	wf_roles_utility(parsetree, false);
 	if (prev_utility_hook)
 		prev_utility_hook(pstmt, queryString, readOnlyTree, context,

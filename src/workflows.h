@@ -52,6 +52,7 @@ extern int	wf_max_workers;
 extern int	wf_max_databases;
 extern int	wf_poll_interval_ms;
 extern int	wf_steps_per_transaction;
+extern bool wf_inline_steps;
 extern int	wf_max_payload_size;
 extern int	wf_max_output_size;
 extern int	wf_max_steps;
@@ -253,6 +254,8 @@ typedef struct WfStepConfig
 	int64		delay_ms;		/* base delay between attempts */
 	WfBackoff	backoff;
 	int64		timeout_ms;		/* per attempt; 0 = none */
+	bool		inline_ok;		/* may run in place (replay.c); false for a
+								 * step that acts outside the database */
 } WfStepConfig;
 
 extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
@@ -299,7 +302,16 @@ extern void wf_crash_orderly_stop(void);
 extern bool wf_crash_pending(Oid dboid, int myindex);
 
 /* ---- owner.c ---- */
-extern ErrorData *wf_run_as(Oid role, bool keep, void (*fn) (void *arg), void *arg);
+/* how wf_run_as() runs user code */
+typedef enum WfRunAs
+{
+	WF_AS_STEP,					/* a step: writes kept, what it queued settled */
+	WF_AS_INLINE_STEP,			/* a step run from inside a replay */
+	WF_AS_REPLAY				/* a replay: security-restricted; kept only when
+								 * wf_replay_keep() says so */
+} WfRunAs;
+
+extern ErrorData *wf_run_as(Oid role, WfRunAs mode, void (*fn) (void *arg), void *arg);
 extern void wf_clean_session(void);
 
 /* ---- replay.c ---- */
@@ -339,8 +351,13 @@ typedef enum WfRunResult
 {
 	WF_RUN_YIELD,				/* stopped at an action */
 	WF_RUN_COMPLETE,			/* returned */
-	WF_RUN_ERRORED				/* raised */
+	WF_RUN_ERRORED,				/* raised */
+	WF_RUN_INTERRUPTED			/* stopped after steps it ran inline: they
+								 * were rolled back with it */
 } WfRunResult;
+
+/* runs a step from inside a replay; false: not now (the replay yields) */
+typedef bool (*WfInlineStepFn) (WfAction *a);
 
 /* memoized state of one step, as loaded from workflows.steps */
 typedef struct WfMemo
@@ -367,7 +384,12 @@ extern void wf_replay_note_stray(void);
 extern MemoryContext wf_replay_cxt(void);
 extern Jsonb *wf_replay_keep_output(Jsonb *output);
 extern WfRunResult wf_replay_run(Oid fn, Oid owner, Jsonb *event,
+								 WfInlineStepFn inline_step,
 								 Jsonb **output, ErrorData **error);
+extern int	wf_replay_inline_count(void);
+extern bool wf_replay_wrote(void);
+extern bool wf_replay_keep(void);
+extern void wf_replay_watch_write(bool writes);
 extern WfAction *wf_replay_action(void);
 extern List *wf_replay_finished_sleeps(void);
 extern bool wf_in_step(bool enter);

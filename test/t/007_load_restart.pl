@@ -204,7 +204,7 @@ check_invariant($node, 'postgres', '(b) after the commit', \%acked);
 # files not being fsynced) must not stop the executors: it is reported and
 # ignored.  (Crash files were once created and then written, so an
 # immediate stop between the two left an empty file and every executor of
-# the database failed at each start; they are now renamed into place.)
+# the database failed at each start.)  A clean stop removes the file.
 # ---------------------------------------------------------------------------
 my $dboid = $node->safe_psql('postgres',
 	"SELECT oid FROM pg_database WHERE datname = 'postgres'");
