@@ -23,6 +23,7 @@
 #include "workflows.h"
 
 #include "access/htup_details.h"
+#include "common/hashfn.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "fmgr.h"
@@ -33,6 +34,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/memutils.h"
@@ -93,6 +95,173 @@ arg_text(JsonbValue *v, bool *isnull)
 }
 
 /*
+ * Plans of step SQL, kept per executor.  A step's statement is parsed,
+ * its parameters' types inferred and the statement planned once per owner
+ * and text, not at every attempt: PostgreSQL's plan cache then replans it
+ * only when what it depends on changes (objects, the search_path, the
+ * role for row-level security).  Kept: single SELECT, INSERT, UPDATE,
+ * DELETE or MERGE statements.  Other statements (utility commands, several
+ * statements in one text) run as before, one at a time, so that a
+ * statement may use what an earlier one of the same step created.  Keyed
+ * by owner, so that one role's plan never runs for another.
+ */
+typedef struct WfStepPlanKey
+{
+	Oid			owner;
+	int			nargs;
+	uint32		hash;			/* of the text */
+} WfStepPlanKey;
+
+typedef struct WfStepPlan
+{
+	WfStepPlanKey key;
+	char	   *sql;
+	SPIPlanPtr	plan;			/* NULL: not kept (runs as a one-off) */
+	Oid		   *types;			/* of the nargs parameters */
+} WfStepPlan;
+
+#define WF_MAX_STEP_PLANS	1024
+
+static HTAB *step_plans = NULL;
+static MemoryContext step_plans_cxt = NULL;
+
+static WfStepPlanKey
+plan_key(const char *sql, int nargs)
+{
+	WfStepPlanKey key;
+
+	memset(&key, 0, sizeof(key));
+	key.owner = GetUserId();
+	key.nargs = nargs;
+	key.hash = hash_bytes((const unsigned char *) sql, strlen(sql));
+	return key;
+}
+
+static WfStepPlan *
+cached_plan(const char *sql, int nargs)
+{
+	WfStepPlanKey key = plan_key(sql, nargs);
+	WfStepPlan *entry;
+
+	if (step_plans == NULL)
+		return NULL;
+	entry = hash_search(step_plans, &key, HASH_FIND, NULL);
+	if (entry == NULL || strcmp(entry->sql, sql) != 0)
+		return NULL;
+	if (entry->plan == NULL && nargs == 0)
+		return NULL;			/* known not to be kept: run it as a one-off */
+	return entry;
+}
+
+/* forget every plan: the cache is full */
+static void
+reset_plans(void)
+{
+	HASH_SEQ_STATUS status;
+	WfStepPlan *entry;
+
+	hash_seq_init(&status, step_plans);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		if (entry->plan != NULL)
+			SPI_freeplan(entry->plan);
+	MemoryContextReset(step_plans_cxt);
+	step_plans = NULL;
+}
+
+static bool
+plannable(Node *stmt)
+{
+	switch (nodeTag(stmt))
+	{
+		case T_SelectStmt:
+		case T_InsertStmt:
+		case T_UpdateStmt:
+		case T_DeleteStmt:
+#if PG_VERSION_NUM >= 150000
+		case T_MergeStmt:
+#endif
+			return true;
+		default:
+			return false;
+	}
+}
+
+/*
+ * Parse the statement, let it decide its parameters' types, and keep its
+ * plan when it is one plannable statement.  Errors (syntax, $n beyond the
+ * arguments) are the step's.
+ */
+static WfStepPlan *
+prepare_plan(const char *sql, int nargs)
+{
+	WfStepPlanKey key = plan_key(sql, nargs);
+	List	   *raw = raw_parser(sql, RAW_PARSE_DEFAULT);
+	Oid		   *types;
+	int			ntypes = nargs;
+	bool		keep;
+	WfStepPlan *entry;
+	SPIPlanPtr	plan = NULL;
+	bool		found;
+	int			i;
+
+	if (nargs > 0 && list_length(raw) != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("a step with args must be a single SQL statement")));
+	keep = (list_length(raw) == 1 && plannable(linitial_node(RawStmt, raw)->stmt));
+
+	types = palloc0(sizeof(Oid) * Max(nargs, 1));
+	if (nargs > 0)
+	{
+		/* let the statement decide the parameters' types */
+		(void) parse_analyze_varparams(linitial_node(RawStmt, raw), sql,
+									   &types, &ntypes, NULL);
+		if (ntypes > nargs)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_PARAMETER),
+					 errmsg("step SQL uses $%d but args has %d element%s",
+							ntypes, nargs, nargs == 1 ? "" : "s")));
+		for (i = 0; i < nargs; i++)
+			if (types[i] == InvalidOid || types[i] == UNKNOWNOID)
+				types[i] = TEXTOID;
+	}
+	if (keep)
+	{
+		plan = SPI_prepare(sql, nargs, types);
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_keepplan failed");
+	}
+
+	if (step_plans == NULL || hash_get_num_entries(step_plans) >= WF_MAX_STEP_PLANS)
+	{
+		HASHCTL		ctl;
+
+		if (step_plans_cxt == NULL)
+			step_plans_cxt = AllocSetContextCreate(TopMemoryContext, "workflows step plans",
+												   ALLOCSET_DEFAULT_SIZES);
+		if (step_plans != NULL)
+			reset_plans();
+		memset(&ctl, 0, sizeof(ctl));
+		ctl.keysize = sizeof(WfStepPlanKey);
+		ctl.entrysize = sizeof(WfStepPlan);
+		ctl.hcxt = step_plans_cxt;
+		step_plans = hash_create("workflows step plans", 64, &ctl,
+								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	entry = hash_search(step_plans, &key, HASH_ENTER, &found);
+	if (found && entry->plan != NULL)
+		SPI_freeplan(entry->plan);	/* another text with the same hash */
+	entry->key = key;
+	entry->sql = MemoryContextStrdup(step_plans_cxt, sql);
+	entry->plan = plan;
+	entry->types = MemoryContextAlloc(step_plans_cxt, sizeof(Oid) * Max(nargs, 1));
+	memcpy(entry->types, types, sizeof(Oid) * Max(nargs, 1));
+	return entry;
+}
+
+/*
  * Run SQL text with args; see the file header for the contract.  Called in
  * the step's subtransaction; returns the output in the caller's context.
  */
@@ -104,6 +273,7 @@ wf_run_sql_callback(const char *sql, Jsonb *args)
 	int			nargs = 0;
 	int			rc;
 	Jsonb	   *result = NULL;
+	WfStepPlan *plan;
 
 	/* collect the arguments' text forms */
 	if (args != NULL)
@@ -135,53 +305,39 @@ wf_run_sql_callback(const char *sql, Jsonb *args)
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
 
-	if (nargs == 0)
+	plan = cached_plan(sql, nargs);
+	if (plan == NULL && nargs == 0)
 		rc = SPI_execute(sql, false, 0);
 	else
 	{
-		List	   *raw = raw_parser(sql, RAW_PARSE_DEFAULT);
-		Oid		   *types;
-		int			ntypes = nargs;
 		Datum	   *values;
 		char	   *nulls;
 		int			i;
 
-		if (list_length(raw) != 1)
-			ereport(ERROR,
-					(errcode(ERRCODE_SYNTAX_ERROR),
-					 errmsg("a step with args must be a single SQL statement")));
-
-		/* let the statement decide the parameters' types */
-		types = palloc0(sizeof(Oid) * nargs);
-		(void) parse_analyze_varparams(linitial_node(RawStmt, raw), sql,
-									   &types, &ntypes, NULL);
-		if (ntypes > nargs)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_PARAMETER),
-					 errmsg("step SQL uses $%d but args has %d element%s",
-							ntypes, nargs, nargs == 1 ? "" : "s")));
-
-		values = palloc(sizeof(Datum) * nargs);
-		nulls = palloc(nargs);
+		if (plan == NULL)
+			plan = prepare_plan(sql, nargs);
+		values = palloc(sizeof(Datum) * Max(nargs, 1));
+		nulls = palloc(Max(nargs, 1));
 		for (i = 0; i < nargs; i++)
 		{
 			char	   *t = list_nth(argtexts, i);
 			Oid			typinput,
 						typioparam;
 
-			if (types[i] == InvalidOid || types[i] == UNKNOWNOID)
-				types[i] = TEXTOID;
 			if (t == NULL)
 			{
 				values[i] = (Datum) 0;
 				nulls[i] = 'n';
 				continue;
 			}
-			getTypeInputInfo(types[i], &typinput, &typioparam);
+			getTypeInputInfo(plan->types[i], &typinput, &typioparam);
 			values[i] = OidInputFunctionCall(typinput, t, typioparam, -1);
 			nulls[i] = ' ';
 		}
-		rc = SPI_execute_with_args(sql, nargs, types, values, nulls, false, 0);
+		if (plan->plan != NULL)
+			rc = SPI_execute_plan(plan->plan, values, nulls, false, 0);
+		else
+			rc = SPI_execute_with_args(sql, nargs, plan->types, values, nulls, false, 0);
 	}
 
 	if (rc == SPI_ERROR_TRANSACTION)
