@@ -91,40 +91,8 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION workflows._instance_unusable(text) TO PUBLIC;
 
-CREATE OR REPLACE FUNCTION workflows._step_doc(s workflows.steps)
-    RETURNS jsonb
-    LANGUAGE sql STABLE
-    SET search_path = pg_catalog, workflows, pg_temp
-    AS $$
-    SELECT jsonb_strip_nulls(jsonb_build_object(
-        'name', s.name,
-        'key', s.key,
-        'type', CASE s.type WHEN 'event' THEN 'waitForEvent' ELSE s.type END,
-        -- a sleep whose time has come is over, even before a replay marks it
-        'status', CASE WHEN s.type = 'sleep' AND s.status = 'waiting'
-                            AND s.wake_at <= clock_timestamp() THEN 'complete'
-                       ELSE s.status END,
-        'start', s.started_at,
-        'end', CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END,
-        'nextAttempt', CASE WHEN s.status = 'retrying' THEN s.wake_at END,
-        'deadline', CASE WHEN s.type = 'event' AND s.status = 'waiting' THEN s.wake_at END,
-        'config', s.config,
-        'success', CASE WHEN s.status = 'complete' THEN true
-                        WHEN s.status = 'failed' THEN false END,
-        'error', s.error))
-    || jsonb_build_object('output', s.output)
-    || CASE WHEN s.type = 'step' THEN jsonb_build_object('attempts', COALESCE(
-        (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
-                    'attempt', a.attempt, 'start', a.started_at, 'end', a.ended_at,
-                    'success', a.success, 'error', a.error)) ORDER BY a.attempt)
-           FROM workflows.attempts a
-          WHERE a.instance_id = s.instance_id AND a.step_key = s.key
-            -- the run that made this step's memo: the current run, or the
-            -- earlier one a restart from a later step kept it from
-            AND a.run = (SELECT max(b.run) FROM workflows.attempts b
-                          WHERE b.instance_id = s.instance_id AND b.step_key = s.key)), '[]'))
-       ELSE '{}' END
-    $$;
+-- the status document is built in one query (status()); its per-step helper goes
+DROP FUNCTION workflows._step_doc(workflows.steps);
 
 CREATE OR REPLACE FUNCTION workflows.status(id text)
     RETURNS jsonb
@@ -140,18 +108,51 @@ BEGIN
     IF NOT FOUND THEN
         PERFORM workflows._instance_unusable(id);
     END IF;
-    steps := COALESCE((SELECT jsonb_agg(workflows._step_doc(s)
-                                        -- a failure the workflow caught and went on from
-                                        || CASE WHEN s.status = 'failed' AND i.status = 'complete'
-                                                THEN '{"handled": true}'::jsonb ELSE '{}' END
-                                        ORDER BY s.seq)
-                         FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
+    -- one query, its plan kept for the session (no function call per step)
+    steps := COALESCE((
+        SELECT jsonb_agg(
+                   jsonb_strip_nulls(jsonb_build_object(
+                       'name', s.name,
+                       'key', s.key,
+                       'type', CASE s.type WHEN 'event' THEN 'waitForEvent' ELSE s.type END,
+                       -- a sleep whose time has come is over, even before a replay marks it
+                       'status', CASE WHEN s.type = 'sleep' AND s.status = 'waiting'
+                                           AND s.wake_at <= clock_timestamp() THEN 'complete'
+                                      ELSE s.status END,
+                       'start', s.started_at,
+                       'end', CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END,
+                       'nextAttempt', CASE WHEN s.status = 'retrying' THEN s.wake_at END,
+                       'deadline', CASE WHEN s.type = 'event' AND s.status = 'waiting' THEN s.wake_at END,
+                       'config', s.config,
+                       'success', CASE WHEN s.status = 'complete' THEN true
+                                       WHEN s.status = 'failed' THEN false END,
+                       'error', s.error))
+                   || jsonb_build_object('output', s.output)
+                   || CASE WHEN s.type = 'step' THEN jsonb_build_object('attempts', COALESCE(
+                          (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
+                                      'attempt', a.attempt, 'start', a.started_at, 'end', a.ended_at,
+                                      'success', a.success, 'error', a.error)) ORDER BY a.attempt)
+                             FROM workflows.attempts a
+                            WHERE a.instance_id = s.instance_id AND a.step_key = s.key
+                              -- the run that made this step's memo: the current run, or the
+                              -- earlier one a restart from a later step kept it from
+                              AND a.run = (SELECT max(b.run) FROM workflows.attempts b
+                                            WHERE b.instance_id = s.instance_id AND b.step_key = s.key)),
+                          '[]'))
+                      ELSE '{}' END
+                   -- a failure the workflow caught and went on from
+                   || CASE WHEN s.status = 'failed' AND i.status = 'complete'
+                           THEN '{"handled": true}'::jsonb ELSE '{}' END
+                   ORDER BY s.seq)
+          FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
     -- what an executor is doing right now (not committed yet)
-    SELECT * INTO f FROM workflows._in_flight() x WHERE x.instance = i.id;
-    IF FOUND AND i.status IN ('queued', 'running', 'waiting') THEN
-        i.status := 'running';
-        IF f.step IS NOT NULL THEN
-            steps := workflows._with_step_in_flight(steps, i.id, f.step, f.since);
+    IF i.status IN ('queued', 'running', 'waiting') THEN
+        SELECT * INTO f FROM workflows._in_flight() x WHERE x.instance = i.id;
+        IF FOUND THEN
+            i.status := 'running';
+            IF f.step IS NOT NULL THEN
+                steps := workflows._with_step_in_flight(steps, i.id, f.step, f.since);
+            END IF;
         END IF;
     END IF;
     RETURN jsonb_build_object(
@@ -617,15 +618,20 @@ $$;
 
 CREATE FUNCTION workflows._in_flight(OUT instance text, OUT step text, OUT since timestamptz)
     RETURNS SETOF record
-    LANGUAGE sql VOLATILE
+    LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, workflows, pg_temp
     AS $$
+BEGIN
+    -- (PL/pgSQL keeps the plan for the session; a SQL function is planned
+    -- at each call)
+    RETURN QUERY
     SELECT e.instance, e.step, e.since
       FROM workflows._executors() e
      WHERE e.instance IS NOT NULL
        AND e.datid = (SELECT d.oid FROM pg_catalog.pg_database d
-                       WHERE d.datname = pg_catalog.current_database())
-    $$;
+                       WHERE d.datname = pg_catalog.current_database());
+END
+$$;
 
 CREATE FUNCTION workflows._with_step_in_flight(steps jsonb, instance text, step_key text,
                                                 since timestamptz)

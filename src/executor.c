@@ -2020,6 +2020,7 @@ wf_executor_main(Datum arg)
 	{
 		TimestampTz next;
 		long		timeout;
+		long		stats_ms;
 		bool		claimed = false;
 
 		ResetLatch(MyLatch);
@@ -2055,7 +2056,12 @@ wf_executor_main(Datum arg)
 		report(NULL, InvalidOid, NULL);
 		pgstat_report_activity(STATE_IDLE, NULL);
 		purge_finished();
-		pgstat_report_stat(true);
+		/* flushed at most once a second; what is left, when it is due */
+		stats_ms = pgstat_report_stat(false);
+
+		/* work arrived while we looked around: no need to plan a sleep */
+		if (MyLatch->is_set)
+			continue;
 
 		next = next_wake();
 		MemoryContextReset(loopcxt);
@@ -2067,6 +2073,8 @@ wf_executor_main(Datum arg)
 		/* executor 0 looks for expired instances once a minute */
 		if (my_slot->index == 0)
 			timeout = Min(timeout, Min(60, wf_retention_s > 0 ? wf_retention_s : 60) * 1000);
+		if (stats_ms > 0)
+			timeout = Min(timeout, stats_ms);
 		if (timeout > 0)
 			(void) WaitLatch(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
