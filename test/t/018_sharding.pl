@@ -328,6 +328,25 @@ for my $id (@victim_gated)
 		'complete', "$id (on the restarted shard) got its event and completed");
 }
 
+# an ordinary role: the router connects to the shards as the calling role,
+# so the shards check its rights and row-level security applies
+$_->safe_psql('postgres', 'CREATE ROLE app LOGIN') for @shards;
+$home{$_}->safe_psql("wf_p$_", 'GRANT INSERT ON effects TO app') for 0 .. $nparts - 1;
+$router->safe_psql('postgres', 'CREATE ROLE app');
+is( $router->safe_psql('postgres',
+		"SET ROLE app; SELECT workflows.wait(workflows.create('one_step', '{}', 'app-1'), '60 s')->>'status'"),
+	'complete', 'a role without privileges creates and waits through the router');
+partition_of('app-1');
+$acked{'app-1'} = ['s1'];
+is( $home{ $part_of{'app-1'} }->safe_psql("wf_p$part_of{'app-1'}",
+		"SELECT owner FROM workflows.instances WHERE id = 'app-1'"),
+	'app', 'the instance belongs to the calling role on its shard');
+is($router->safe_psql('postgres', 'SET ROLE app; SELECT string_agg(id, \',\') FROM workflows.list()'),
+	'app-1', 'list() through the router shows the role its own instances only');
+($ret, $out, $err) = $router->psql('postgres', "SET ROLE app; SELECT workflows.status('$batch[0]')");
+like($err, qr/permission denied for workflow instance "$batch[0]"/,
+	'another role\'s instance is refused by its shard');
+
 for my $p (0 .. $nparts - 1)
 {
 	my %a = map { ($_ => $acked{$_}) } grep { $part_of{$_} == $p } keys %acked;
@@ -406,6 +425,7 @@ for my $id (@during)
 
 # 3. restore in one transaction under another name (executors start at its
 #    commit, with every row there), then take the name the router uses
+$new->safe_psql('postgres', 'CREATE ROLE app LOGIN');    # the roles first
 $new->safe_psql('postgres', 'CREATE DATABASE wf_p0_restoring');
 $new->command_ok(
 	[ 'pg_restore', '--single-transaction', '--exit-on-error', '-d', 'wf_p0_restoring', $dump ],
