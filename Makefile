@@ -1,6 +1,8 @@
 # Makefile for the workflows extension (PGXS)
 
-EXTENSION = workflows
+# workflows_router: the same API in a router database, routed to shards by
+# PL/Proxy (sql/workflows_router--*.sql; see README.md, "Running in production")
+EXTENSION = workflows workflows_router
 MODULE_big = workflows
 OBJS = \
 	src/api.o \
@@ -25,7 +27,8 @@ OBJS = \
 # sql/ (a database created with 0.1 is updated with ALTER EXTENSION UPDATE).
 EXTVERSION = 0.2
 DATA_built = sql/workflows--$(EXTVERSION).sql
-DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql))
+DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql)) \
+	$(wildcard sql/workflows_router--*.sql)
 EXTRA_CLEAN = $(DATA_built)
 
 REGRESS = test_setup engine steps control versions security races operations describe stability

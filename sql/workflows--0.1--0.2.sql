@@ -60,6 +60,10 @@ CREATE INDEX audit_by_instance ON workflows.audit (instance_id) WHERE instance_i
 CREATE INDEX audit_by_time ON workflows.audit (at);
 
 SELECT pg_catalog.pg_extension_config_dump('workflows.audit', '');
+-- the identity sequences' positions must be dumped too (0.1 restored the
+-- events' at 1)
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('workflows.events', 'seq'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('workflows.audit', 'id'), '');
 ALTER TABLE workflows.audit ENABLE ROW LEVEL SECURITY;
 CREATE POLICY audit_visible ON workflows.audit FOR SELECT
     USING (workflows._visible(owner));

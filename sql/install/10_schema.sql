@@ -183,6 +183,11 @@ SELECT pg_catalog.pg_extension_config_dump('workflows.attempts', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.events', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.requests', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.audit', '');
+-- and the identity sequences' positions: restored at 1, the next event or
+-- audit row would collide with a restored one (and events are taken in seq
+-- order)
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('workflows.events', 'seq'), '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('workflows.audit', 'id'), '');
 
 /*
  * Row-level security: a role sees the instances it owns (or that a role it
