@@ -60,6 +60,7 @@
 
 #include "catalog/pg_type.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_namespace.h"
 #include "commands/async.h"
 #include "commands/prepare.h"
 #include "commands/sequence.h"
@@ -74,6 +75,7 @@
 
 #include "storage/ipc.h"
 #include "storage/lock.h"
+#include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
@@ -1129,6 +1131,15 @@ pinned_function(const char *version, const char *code, Oid original, ErrorData *
 		bool		isnull;
 		Datum		d;
 
+		/*
+		 * One pinning at a time in the database, until our commit: two
+		 * executors running instances of a replaced function would both
+		 * create the copy and both change the schema's ACL (GRANT and
+		 * REVOKE below), and one would fail with "tuple concurrently
+		 * updated".  The second looks again once the first committed.
+		 */
+		LockDatabaseObject(NamespaceRelationId,
+						   get_namespace_oid("workflows_code", false), 0, ExclusiveLock);
 		v[0] = CStringGetTextDatum(version);
 		wf_query(&q_pinned, v, NULL, 1);
 		d = wf_get_datum(0, 1, &isnull);
