@@ -25,6 +25,37 @@ fi
 as_pg() { "${AS_PG[@]}" "$@"; }
 
 # ---- the server ------------------------------------------------------------
+# private_install SRC: build the extension from SRC and install it into a
+# private copy of the PostgreSQL installation under $WORK/pg (a tree of
+# symlinks, with real copies of postgres, pg_ctl and initdb, which find lib/
+# and share/ relative to where they are), so that no other install of the
+# extension is touched or used.  Sets PGROOT and PGSBIN.
+private_install() {
+    local src=$1 d b
+    local sys_bin sys_pkglib sys_share
+    sys_bin=$("$PGBIN/pg_config" --bindir)
+    sys_pkglib=$("$PGBIN/pg_config" --pkglibdir)
+    sys_share=$("$PGBIN/pg_config" --sharedir)
+    PGROOT=$WORK/pg
+    for d in "$(dirname "$sys_bin")" "$sys_pkglib" "$sys_share"; do
+        [[ -e $PGROOT$d ]] && continue
+        mkdir -p "$(dirname "$PGROOT$d")"
+        cp -as "$d" "$PGROOT$d" || die "cannot make the private PostgreSQL tree"
+    done
+    find "$PGROOT" -name 'workflows*' -prune -exec rm -rf {} +
+    for b in postgres pg_ctl initdb; do
+        rm -f "$PGROOT$sys_bin/$b"
+        cp "$sys_bin/$b" "$PGROOT$sys_bin/$b"
+    done
+    make -s -j "$(nproc)" -C "$src" PG_CONFIG="$PGBIN/pg_config" >"$WORK/build.log" 2>&1 ||
+        { tail -n 30 "$WORK/build.log" >&2; die "the build failed"; }
+    make -s -C "$src" PG_CONFIG="$PGBIN/pg_config" install DESTDIR="$PGROOT" >>"$WORK/build.log" 2>&1 ||
+        { tail -n 30 "$WORK/build.log" >&2; die "make install (DESTDIR) failed"; }
+    PGSBIN=$PGROOT$sys_bin
+    [[ $(id -u) -eq 0 ]] && chown -R "$SERVER_USER": "$PGROOT"
+    return 0
+}
+
 free_port() {
     local p i
     for i in $(seq 1 200); do

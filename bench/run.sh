@@ -169,9 +169,7 @@ my_ticks() {
 # postgres, which find their lib and share directories relative to their own
 # location).  No root needed.  --no-install uses the system's installation.
 GIT=(git -c safe.directory="$REPO")   # the checkout may belong to another user
-SYS_BIN=$("$PGBIN/pg_config" --bindir)
 SYS_PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
-SYS_SHARE=$("$PGBIN/pg_config" --sharedir)
 PGSBIN=$PGBIN
 if (( INSTALL )); then
     SRC=$WORK/src
@@ -188,23 +186,7 @@ if (( INSTALL )); then
         tar -C "$REPO" -c --exclude=.git --exclude=bench/results . | tar -x -C "$SRC"
         SRC_DESC="the directory $REPO"
     fi
-    PGROOT=$WORK/pg
-    for d in "$(dirname "$SYS_BIN")" "$SYS_PKGLIB" "$SYS_SHARE"; do
-        [[ -e $PGROOT$d ]] && continue
-        mkdir -p "$(dirname "$PGROOT$d")"
-        cp -as "$d" "$PGROOT$d" || die "cannot make the private PostgreSQL tree"
-    done
-    find "$PGROOT" -name 'workflows*' -prune -exec rm -rf {} +
-    for b in postgres pg_ctl initdb; do
-        rm -f "$PGROOT$SYS_BIN/$b"
-        cp "$SYS_BIN/$b" "$PGROOT$SYS_BIN/$b"
-    done
-    make -s -j "$(nproc)" -C "$SRC" PG_CONFIG="$PGBIN/pg_config" >"$WORK/build.log" 2>&1 ||
-        { tail -n 30 "$WORK/build.log" >&2; die "the build failed"; }
-    make -s -C "$SRC" PG_CONFIG="$PGBIN/pg_config" install DESTDIR="$PGROOT" >>"$WORK/build.log" 2>&1 ||
-        { tail -n 30 "$WORK/build.log" >&2; die "make install (DESTDIR) failed"; }
-    PGSBIN=$PGROOT$SYS_BIN
-    [[ $(id -u) -eq 0 ]] && chown -R "$SERVER_USER": "$PGROOT"
+    private_install "$SRC"
 else
     [[ -f $SYS_PKGLIB/workflows.so ]] ||
         die "the extension is not installed in $SYS_PKGLIB (or drop --no-install)"

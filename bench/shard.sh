@@ -79,7 +79,6 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- build and install into a private copy of PostgreSQL (as bench/run.sh) --
-SYS_BIN=$("$PGBIN/pg_config" --bindir)
 PGSBIN=$PGBIN
 if (( INSTALL )); then
     SRC=$WORK/src
@@ -87,23 +86,7 @@ if (( INSTALL )); then
     (cd "$REPO" && git -c safe.directory="$REPO" ls-files -z -co --exclude-standard -- . ':!bench/results' |
         tar -c --null -T - --ignore-failed-read 2>/dev/null) | tar -x -C "$SRC" ||
         die "cannot copy the work tree"
-    PGROOT=$WORK/pg
-    for d in "$(dirname "$SYS_BIN")" "$("$PGBIN/pg_config" --pkglibdir)" "$("$PGBIN/pg_config" --sharedir)"; do
-        [[ -e $PGROOT$d ]] && continue
-        mkdir -p "$(dirname "$PGROOT$d")"
-        cp -as "$d" "$PGROOT$d" || die "cannot make the private PostgreSQL tree"
-    done
-    find "$PGROOT" -name 'workflows*' -prune -exec rm -rf {} +
-    for b in postgres pg_ctl initdb; do
-        rm -f "$PGROOT$SYS_BIN/$b"
-        cp "$SYS_BIN/$b" "$PGROOT$SYS_BIN/$b"
-    done
-    make -s -j "$(nproc)" -C "$SRC" PG_CONFIG="$PGBIN/pg_config" >"$WORK/build.log" 2>&1 ||
-        { tail -n 30 "$WORK/build.log" >&2; die "the build failed"; }
-    make -s -C "$SRC" PG_CONFIG="$PGBIN/pg_config" install DESTDIR="$PGROOT" >>"$WORK/build.log" 2>&1 ||
-        { tail -n 30 "$WORK/build.log" >&2; die "make install (DESTDIR) failed"; }
-    PGSBIN=$PGROOT$SYS_BIN
-    [[ $(id -u) -eq 0 ]] && chown -R "$SERVER_USER": "$PGROOT"
+    private_install "$SRC"
 fi
 
 # ---- servers -----------------------------------------------------------------

@@ -59,9 +59,6 @@ trap 'exit 130' INT TERM
 
 # ---- build and install into a private copy of PostgreSQL (as bench/run.sh) --
 GIT=(git -c safe.directory="$REPO")
-SYS_BIN=$("$PGBIN/pg_config" --bindir)
-SYS_PKGLIB=$("$PGBIN/pg_config" --pkglibdir)
-SYS_SHARE=$("$PGBIN/pg_config" --sharedir)
 PGXS_DIR=$(dirname "$(dirname "$(dirname "$("$PGBIN/pg_config" --pgxs)")")")
 SRC=$WORK/src
 mkdir -p "$SRC"
@@ -74,23 +71,8 @@ else
     tar -C "$REPO" -c --exclude=.git --exclude=bench/results . | tar -x -C "$SRC"
     SRC_DESC="the directory $REPO"
 fi
-PGROOT=$WORK/pg
-for d in "$(dirname "$SYS_BIN")" "$SYS_PKGLIB" "$SYS_SHARE"; do
-    [[ -e $PGROOT$d ]] && continue
-    mkdir -p "$(dirname "$PGROOT$d")"
-    cp -as "$d" "$PGROOT$d" || die "cannot make the private PostgreSQL tree"
-done
-find "$PGROOT" -name 'workflows*' -prune -exec rm -rf {} +
-for b in postgres pg_ctl initdb; do
-    rm -f "$PGROOT$SYS_BIN/$b"
-    cp "$SYS_BIN/$b" "$PGROOT$SYS_BIN/$b"
-done
-make -s -j "$(nproc)" -C "$SRC" PG_CONFIG="$PGBIN/pg_config" >"$WORK/build.log" 2>&1 ||
-    { tail -n 30 "$WORK/build.log" >&2; die "the build failed"; }
-make -s -C "$SRC" PG_CONFIG="$PGBIN/pg_config" install DESTDIR="$PGROOT" >>"$WORK/build.log" 2>&1 ||
-    { tail -n 30 "$WORK/build.log" >&2; die "make install (DESTDIR) failed"; }
-PGSBIN=$PGROOT$SYS_BIN
-[[ $(id -u) -eq 0 ]] && chown -R "$SERVER_USER": "$PGROOT" "$SRC"
+private_install "$SRC"
+[[ $(id -u) -eq 0 ]] && chown -R "$SERVER_USER": "$SRC"
 
 say "== soak: $SRC_DESC; $(nproc) CPUs; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 T0=$(date +%s)
