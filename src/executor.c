@@ -1528,15 +1528,19 @@ tick(bool *claimed)
 				 * The run was rolled back with the steps it ran in place:
 				 * forget them, and run this stretch one step per replay up
 				 * to where the run stopped -- for good on this instance if
-				 * workflow code wrote (every run in place would be lost),
-				 * not at all if a command stopped it (the next run in place
-				 * would not stop there).  Its failed attempts are recorded
-				 * when the stretch reaches them (known_failure()).
+				 * workflow code wrote (every run in place would be lost).
+				 * A command stopped it: this tick goes on one step per
+				 * replay and commits at the next step boundary, where the
+				 * command applies; later runs in place are not held back.
+				 * Failed attempts of the run are recorded when the stretch
+				 * reaches them (known_failure()).
 				 */
 				if (wf_replay_wrote())
 					cur.classic_until = INT_MAX;
 				else if (!inline_tick.for_command)
 					cur.classic_until = memos_before + wf_replay_inline_count() + 1;
+				else
+					inline_tick.ready = false;	/* commit at the next boundary */
 				tick_wrote = wrote_before;
 				wf_crash_clear();
 				load_memos(id);
