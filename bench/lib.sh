@@ -17,6 +17,7 @@ die()  { printf 'bench: ERROR: %s\n' "$*" >&2; exit 1; }
 if [[ $(id -u) -eq 0 ]]; then
     SERVER_USER=postgres
     id -u "$SERVER_USER" >/dev/null 2>&1 || die "running as root needs the 'postgres' user"
+    PATH=$PATH:/usr/sbin:/sbin   # runuser, when PATH leaves sbin out
     AS_PG=(runuser -u "$SERVER_USER" --)
 else
     SERVER_USER=$(id -un)

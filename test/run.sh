@@ -26,6 +26,9 @@
 #   TEST_TIMEOUT=S  time limit in seconds for each test command (default 1200)
 
 set -euo pipefail
+# runuser, apt-get and friends live in the sbin directories, which a minimal
+# environment (a CI runner, env -i) may leave out of PATH
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 # The PostgreSQL to build and test against: PG_CONFIG names it (default: the
 # Debian packages of PG_MAJOR, 15).  Every other path is asked of it, so the

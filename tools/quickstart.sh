@@ -20,6 +20,9 @@
 # already be installed); the server runs as you.
 
 set -euo pipefail
+# runuser, apt-get and friends live in the sbin directories, which a minimal
+# environment (a CI runner, env -i) may leave out of PATH
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
 
 PG_MAJOR=${PG_MAJOR:-15}
 PG_CONFIG=${PG_CONFIG:-/usr/lib/postgresql/$PG_MAJOR/bin/pg_config}
