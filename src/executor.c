@@ -1576,9 +1576,14 @@ tick(bool *claimed)
 			 * touches the instance: the revision tells).  Checked before a
 			 * step rather than after it, so that the replay after the last
 			 * step also settles a completion, a sleep or an event wait in
-			 * the same commit.
+			 * the same commit.  Not inside a stretch whose run in place was
+			 * just rolled back: it would have been one transaction, and
+			 * its failed attempts are known only to this executor
+			 * (known_failure()), which another could claim the instance
+			 * from between two commits.
 			 */
-			if (steps >= wf_steps_per_transaction)
+			if (steps >= wf_steps_per_transaction &&
+				!(cur.classic_until != INT_MAX && wf_replay_memo_count() < cur.classic_until))
 			{
 				out.status = "running";
 				again = true;
