@@ -7,7 +7,9 @@ CREATE EXTENSION IF NOT EXISTS workflows;
 RESET client_min_messages;
 
 CREATE TABLE ctl_effects (instance text, step text);
--- step "locked" blocks while this session holds advisory lock 4242
+-- step "locked" blocks while this session holds advisory lock 4242; it never
+-- runs in place ("inline": false), so a command sent while it blocks finds
+-- it running alone, and it commits before the command applies
 CREATE FUNCTION ctl(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 DECLARE
     p jsonb := event->'payload';
@@ -17,7 +19,7 @@ BEGIN
     IF p ? 'lock' THEN
         PERFORM workflows.step('locked',
             'WITH l AS (SELECT pg_advisory_xact_lock(4242)) INSERT INTO ctl_effects SELECT $1, ''locked'' FROM l',
-            jsonb_build_array(event->>'instanceId'));
+            jsonb_build_array(event->>'instanceId'), '{"inline": false}');
     END IF;
     IF p ? 'nap' THEN
         PERFORM workflows.sleep('nap', (p->>'nap')::interval);
@@ -91,9 +93,7 @@ SELECT workflows.wait('r-1', '30 seconds')->>'status' AS status;
 SELECT step, count(*) FROM ctl_effects WHERE instance = 'r-1' GROUP BY step ORDER BY step;
 SELECT key, attempts FROM workflows.steps WHERE instance_id = 'r-1' ORDER BY seq;
 
--- pause while a step runs: nothing new starts; the step ran in place after
--- "first", so it is rolled back with its run and runs again after resume
--- (README "Steps run in place")
+-- pause while a step runs: the step finishes, nothing new starts
 SELECT pg_advisory_lock(4242);
 SELECT workflows.create('ctl', '{"lock": true}', 'p-1');
 SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'
@@ -108,8 +108,7 @@ SELECT workflows.resume('p-1');
 SELECT workflows.wait('p-1', '30 seconds')->>'status' AS status;
 SELECT step, count(*) FROM ctl_effects WHERE instance = 'p-1' GROUP BY step ORDER BY step;
 
--- terminate while a step runs: it ends at the step boundary (the step ran in
--- place after "first": rolled back with its run)
+-- terminate while a step runs: it ends at the step boundary
 SELECT pg_advisory_lock(4242);
 SELECT workflows.create('ctl', '{"lock": true}', 't-1');
 SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory'

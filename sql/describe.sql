@@ -52,7 +52,8 @@ DECLARE
 BEGIN
     PERFORM workflows.step('load cart', 'SELECT ''{"items": 3}''::jsonb');
     IF p ? 'lock' THEN
-        PERFORM workflows.step('locked', 'SELECT pg_advisory_xact_lock(4343)');
+        -- (never in place: it commits alone, whenever a command comes)
+        PERFORM workflows.step('locked', 'SELECT pg_advisory_xact_lock(4343)', NULL, '{"inline": false}');
     END IF;
     PERFORM workflows.sleep('short nap', '50 milliseconds');
     r := workflows.step('call service', 'SELECT desc_unreliable($1, $2)',
@@ -111,8 +112,7 @@ SELECT workflows.create('desc_flaky', '{}', 'desc-retry');
 SELECT wait_until($$SELECT status = 'waiting' FROM workflows.instances WHERE id = 'desc-retry'$$);
 SELECT * FROM show('desc-retry');
 
--- running, with a pause requested; then paused (the first step ran in the
--- transaction of the locked one, which runs in place: neither committed)
+-- running, with a pause requested; then paused
 SELECT pg_advisory_lock(4343);
 SELECT workflows.create('desc_demo', '{"lock": true}', 'desc-running');
 SELECT wait_until($$SELECT EXISTS (SELECT 1 FROM pg_locks
