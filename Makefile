@@ -6,15 +6,19 @@ EXTENSION = workflows workflows_router
 MODULE_big = workflows
 OBJS = \
 	src/api.o \
+	src/async.o \
 	src/crash.o \
 	src/executor.o \
 	src/guc.o \
+	src/http.o \
+	src/kinds.o \
 	src/launcher.o \
 	src/owner.o \
 	src/query.o \
 	src/replay.o \
 	src/retry.o \
 	src/roles.o \
+	src/secrets.o \
 	src/shmem.o \
 	src/step.o \
 	src/utility.o \
@@ -33,6 +37,13 @@ EXTRA_CLEAN = $(DATA_built)
 
 REGRESS = test_setup engine steps control versions security races operations describe stability
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
+
+# the step-kind registry, for extensions that add kinds of steps
+# (installed in include/server/extension/workflows/)
+HEADERS = src/workflows_step_kind.h
+
+# libcurl (Debian: libcurl4-openssl-dev) drives HTTP steps
+SHLIB_LINK = -lcurl
 
 PG_CONFIG ?= pg_config
 PG_CPPFLAGS = -I$(srcdir)/src -DWF_EXTVERSION=\"$(EXTVERSION)\"

@@ -49,7 +49,8 @@ CREATE TABLE workflows.audit (
     action      text NOT NULL
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',
-                                  'unschedule', 'set_retention', 'reassign', 'set_version')),
+                                  'unschedule', 'set_retention', 'reassign', 'set_version',
+                                  'set_secret', 'drop_secret')),
     instance_id text,
     workflow    text,
     -- whose instance or workflow it concerns: decides who may read the row
@@ -128,6 +129,7 @@ BEGIN
                        'nextAttempt', CASE WHEN s.status = 'retrying' THEN s.wake_at END,
                        'deadline', CASE WHEN s.type = 'event' AND s.status = 'waiting' THEN s.wake_at END,
                        'config', s.config,
+                       'request', s.request,
                        'success', CASE WHEN s.status = 'complete' THEN true
                                        WHEN s.status = 'failed' THEN false END,
                        'error', s.error))
@@ -135,7 +137,8 @@ BEGIN
                    || CASE WHEN s.type = 'step' THEN jsonb_build_object('attempts', COALESCE(
                           (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                                       'attempt', a.attempt, 'start', a.started_at, 'end', a.ended_at,
-                                      'success', a.success, 'error', a.error)) ORDER BY a.attempt)
+                                      'success', a.success, 'error', a.error))
+                                  || COALESCE(a.detail, '{}') ORDER BY a.attempt)
                              FROM workflows.attempts a
                             WHERE a.instance_id = s.instance_id AND a.step_key = s.key
                               -- the run that made this step's memo: the current run, or the
@@ -617,6 +620,106 @@ BEGIN
     PERFORM workflows._audit_schedule('unschedule', schedule_name, NULL, NULL);
 END
 $$;
+
+/*
+ * Step kinds outside the transaction: HTTP steps and secrets (see
+ * sql/install/25_http.sql).  A step may now be "calling"; the executors
+ * view counts the calls in flight (a new column: the view and its
+ * function are made again).
+ */
+ALTER TABLE workflows.steps DROP CONSTRAINT steps_status_check;
+ALTER TABLE workflows.steps ADD CONSTRAINT steps_status_check
+    CHECK (status IN ('retrying', 'waiting', 'complete', 'failed', 'calling'));
+DROP VIEW workflows.executors;
+DROP FUNCTION workflows._executors();
+CREATE FUNCTION workflows._executors(OUT pid integer, OUT datid oid, OUT executor integer,
+                                     OUT instance text, OUT step text, OUT since timestamptz,
+                                     OUT calls integer)
+    RETURNS SETOF record
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_executors';
+CREATE VIEW workflows.executors AS
+    SELECT e.pid, d.datname, e.executor, e.instance, e.step, e.since, e.calls
+      FROM workflows._executors() e
+      LEFT JOIN pg_catalog.pg_database d ON d.oid = e.datid;
+COMMENT ON VIEW workflows.executors IS
+    'the executors of this server: process, database, the instance and step each runs (for instances you may see), and its HTTP steps in flight';
+GRANT SELECT ON workflows.executors TO PUBLIC;
+
+
+/*
+ * Members of workflows_http may make HTTP steps (a superuser or the
+ * extension's owner grants it).  Cluster-wide, like workflows_admin.
+ */
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'workflows_http') THEN
+        CREATE ROLE workflows_http NOLOGIN;
+    END IF;
+END
+$$;
+
+-- what a step of a plugin kind (HTTP) asked for; secrets appear only by name
+ALTER TABLE workflows.steps ADD COLUMN request jsonb;
+-- what the kind reported about the attempt (HTTP: {"httpStatus": 200})
+ALTER TABLE workflows.attempts ADD COLUMN detail jsonb;
+
+/*
+ * Secrets, per role: write-only (no grants; set_secret() and drop_secret()
+ * write, only executors read a value, for the owner of the instance whose
+ * step names it).  Dumped with the database, like the instances.
+ */
+CREATE TABLE workflows._secrets (
+    owner       oid NOT NULL,
+    name        text NOT NULL,
+    value       text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (owner, name)
+);
+REVOKE ALL ON workflows._secrets FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('workflows._secrets', '');
+
+CREATE VIEW workflows.secrets AS
+    SELECT s.name, s.owner::regrole AS owner, s.created_at, s.updated_at
+      FROM workflows._secrets s
+     WHERE pg_catalog.pg_has_role(s.owner, 'USAGE');
+COMMENT ON VIEW workflows.secrets IS
+    'the names of the secrets of the roles you are a member of (never their values)';
+GRANT SELECT ON workflows.secrets TO PUBLIC;
+
+CREATE FUNCTION workflows.set_secret(name text, value text)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_set_secret';
+COMMENT ON FUNCTION workflows.set_secret(text, text) IS
+    'store (or replace) a secret of the current role, for HTTP step headers such as {"Authorization": {"secret": "name"}}';
+
+CREATE FUNCTION workflows.drop_secret(name text)
+    RETURNS boolean
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_drop_secret';
+COMMENT ON FUNCTION workflows.drop_secret(text) IS
+    'delete a secret of the current role; false if it did not exist';
+
+CREATE FUNCTION workflows.http(name text, request jsonb, config jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_http';
+COMMENT ON FUNCTION workflows.http(text, jsonb, jsonb) IS
+    'make an HTTP request as a durable step, outside any transaction; returns {status, headers, body}';
+
+CREATE FUNCTION workflows.plugin_step(name text, kind text, request jsonb, config jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_plugin_step';
+COMMENT ON FUNCTION workflows.plugin_step(text, text, jsonb, jsonb) IS
+    'run a step of a kind a plugin registered (workflows_step_kind.h) as a durable step';
 
 -- functions and views changed in this version (tools/upgrade-sync.py)
 

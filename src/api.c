@@ -1053,8 +1053,8 @@ wf_executors(PG_FUNCTION_ARGS)
 	for (i = 0; i < wf_shared->nslots; i++)
 	{
 		WfWorkerSlot slot;
-		Datum		values[6];
-		bool		nulls[6] = {false, false, false, false, false, false};
+		Datum		values[7];
+		bool		nulls[7] = {false, false, false, false, false, false, false};
 
 		wf_read_slot(i, &slot);
 		if (slot.dboid == InvalidOid || slot.pid == 0)
@@ -1073,6 +1073,7 @@ wf_executors(PG_FUNCTION_ARGS)
 			nulls[3] = nulls[4] = true;
 		values[5] = TimestampTzGetDatum(slot.since);
 		nulls[5] = (slot.since == 0);
+		values[6] = Int32GetDatum(slot.calls);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

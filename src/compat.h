@@ -72,4 +72,12 @@ wf_count_busy_bgworker_procs(void)
 	return n;
 }
 
+/* 17 gave wait event sets a resource owner instead of a memory context */
+#include "storage/latch.h"
+#if PG_VERSION_NUM >= 170000
+#define wf_create_wait_event_set(n) CreateWaitEventSet(NULL, (n))
+#else
+#define wf_create_wait_event_set(n) CreateWaitEventSet(CurrentMemoryContext, (n))
+#endif
+
 #endif							/* WF_COMPAT_H */

@@ -39,5 +39,6 @@
 /* the engine could not advance an instance (not its step's fault: its
  * bookkeeping failed, its function or its owner was dropped) */
 #define ERRCODE_WF_ENGINE_FAILED		MAKE_SQLSTATE('W','F','0','0','9')
+#define ERRCODE_WF_HTTP_FAILED			MAKE_SQLSTATE('W','F','0','1','0')
 
 #endif							/* WF_ERRORS_H */

@@ -122,14 +122,16 @@ static WfQuery q_memos = {
 
 static WfQuery q_step_upsert = {
 	"INSERT INTO workflows.steps AS s (instance_id, key, seq, name, type, status, output, "
-	"  error, config, hash, attempts, started_at, ended_at, wake_at) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) "
+	"  error, config, hash, attempts, started_at, ended_at, wake_at, request, interrupted) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
 	"ON CONFLICT (instance_id, key) DO UPDATE SET status = EXCLUDED.status, "
 	"  output = EXCLUDED.output, error = EXCLUDED.error, config = EXCLUDED.config, "
 	"  attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, wake_at = EXCLUDED.wake_at, "
-	"  seq = EXCLUDED.seq",
-	14, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID,
-		JSONBOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID}, NULL
+	"  seq = EXCLUDED.seq, request = EXCLUDED.request, "
+	"  interrupted = GREATEST(s.interrupted, EXCLUDED.interrupted)",
+	16, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID,
+		JSONBOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID,
+	INT4OID}, NULL
 };
 
 static WfQuery q_attempt = {
@@ -408,6 +410,25 @@ end_tx(void)
 }
 
 /*
+ * Wait up to timeout_ms for the calls in flight (async.c), record those
+ * that ended, and publish how many are left.
+ */
+static void
+service_calls(long timeout_ms)
+{
+	int			n;
+
+	if (wf_calls_in_flight() == 0)
+		return;
+	(void) wf_calls_service(timeout_ms);
+	n = wf_calls_in_flight();
+	SpinLockAcquire(&my_slot->mutex);
+	if (my_slot->generation == my_generation)
+		my_slot->calls = n;
+	SpinLockRelease(&my_slot->mutex);
+}
+
+/*
  * The extension was dropped (or never created): say so and exit; the
  * launcher will not restart us.
  */
@@ -483,7 +504,7 @@ load_memos(const char *id)
 
 		memo->type = memo_type(type);
 		memo->status = status[0] == 'r' ? 'r' : status[0] == 'w' ? 'w' :
-			status[0] == 'c' ? 'c' : 'f';
+			strcmp(status, "complete") == 0 ? 'c' : strcmp(status, "calling") == 0 ? 'o' : 'f';
 		d = wf_get_datum(i, 4, &isnull);
 		memo->output = isnull ? NULL : wf_replay_keep_output(DatumGetJsonbP(d));
 		memo->stored_output = DatumGetBool(wf_get_datum(i, 12, &isnull));
@@ -509,8 +530,8 @@ save_step(const char *id, WfAction *a, const char *type, const char *status,
 		  Jsonb *output, Jsonb *error, Jsonb *config, int attempts,
 		  TimestampTz ended, TimestampTz wake)
 {
-	Datum		v[14];
-	char		n[14];
+	Datum		v[16];
+	char		n[16];
 
 	tick_wrote = true;
 	memset(n, ' ', sizeof(n));
@@ -533,6 +554,11 @@ save_step(const char *id, WfAction *a, const char *type, const char *status,
 	n[12] = ended ? ' ' : 'n';
 	v[13] = TimestampTzGetDatum(wake);
 	n[13] = wake ? ' ' : 'n';
+	/* what an out-of-transaction step asked for (secrets only by name) */
+	v[14] = JsonbPGetDatum(a->args);
+	n[14] = (a->kind == WF_ACT_STEP && a->step_kind != NULL && a->step_kind->run == NULL &&
+			 a->args != NULL) ? ' ' : 'n';
+	v[15] = Int32GetDatum(a->interrupted);
 	wf_query(&q_step_upsert, v, n, 0);
 }
 
@@ -714,24 +740,35 @@ has_deferred_constraints(void)
 }
 
 /* a step callback, run by wf_run_as() as the instance's owner */
-typedef struct WfStepCall
+typedef struct StepRun
 {
+	const char *id;
+	Oid			owner;
 	WfAction   *action;
 	Jsonb	   *output;
-} WfStepCall;
+} StepRun;
 
 static void
 run_callback(void *arg)
 {
-	WfStepCall *call = (WfStepCall *) arg;
-	WfAction   *a = call->action;
+	StepRun    *run = (StepRun *) arg;
+	WfAction   *a = run->action;
+	WfStepCall	call;
 	Jsonb	   *output;
 
+	memset(&call, 0, sizeof(call));
+	call.instance_id = run->id;
+	call.step_key = a->key;
+	call.owner = run->owner;
+	call.attempt = a->attempt;
+	call.timeout_ms = a->config.timeout_ms;
+	call.request = a->args;
+	call.cxt = CurrentMemoryContext;
+	call.sql = a->sql;
+	call.fn = a->fn;
+
 	(void) wf_in_step(true);
-	if (a->sql != NULL)
-		output = wf_run_sql_callback(a->sql, a->args);
-	else
-		output = wf_run_fn_callback(a->fn, a->args);
+	output = a->step_kind->run(&call);
 	(void) wf_in_step(false);
 
 	if (output != NULL && VARSIZE(output) > (Size) wf_max_output_size)
@@ -739,91 +776,21 @@ run_callback(void *arg)
 				(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
 				 errmsg("step output is %u bytes, more than workflows.max_output_size (%d)",
 						(unsigned int) VARSIZE(output), wf_max_output_size)));
-	call->output = output;
+	run->output = output;
 }
 
 /*
- * Run one attempt of a step and record it.  Returns true if the step is now
- * final (complete, or failed for good), false if a retry was scheduled at
- * *retry_at.  Runs in the tick's transaction; the callback gets a
- * subtransaction of its own, released on success and rolled back on error.
- * mode: WF_AS_STEP after a yield, WF_AS_INLINE_STEP from inside a replay.
+ * Record how an attempt of a step ended: its attempt row, the step's new
+ * state and memo.  Returns true if the step is now final (complete, or
+ * failed for good), false if a retry was scheduled at *retry_at.
  */
 static bool
-run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at, WfRunAs mode)
+record_attempt(const char *id, WfAction *a, Jsonb *config, TimestampTz start,
+			   TimestampTz end, Jsonb *output, Jsonb *error, int sqlerrcode,
+			   const char *message, TimestampTz *retry_at)
 {
-	WfStepCall	call;
-	TimestampTz start;
-	TimestampTz end;
-	Jsonb	   *output = NULL;
-	ErrorData  *edata = NULL;
-	Jsonb	   *error = NULL;
-	int			sqlerrcode = 0;
-	const char *message = NULL;
-	Jsonb	   *config = wf_step_config_jsonb(&a->config);
-	WfFailure  *known = (mode == WF_AS_STEP) ? known_failure(a) : NULL;
 	Datum		v[7];
 	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-	if (known != NULL)
-	{
-		/*
-		 * This very attempt already ran, in place, and failed; its run was
-		 * rolled back (see the tick).  Record that failure instead of
-		 * running the attempt a second time.
-		 */
-		start = known->start;
-		end = known->end;
-		if (a->is_new)
-			a->started = start;
-		error = known->error;
-		sqlerrcode = known->sqlerrcode;
-		message = known->message;
-	}
-	else
-	{
-		start = GetCurrentTimestamp();
-		report(id, owner, a->key);
-		if (wf_log_step_details && a->sql != NULL)
-			pgstat_report_activity(STATE_RUNNING, a->sql);
-		else
-			pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
-		wf_crash_note_attempt(id, a, config, !tick_wrote);
-
-		step_timed_out = false;
-		if (a->config.timeout_ms > 0)
-			enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
-		call.action = a;
-		call.output = NULL;
-		edata = wf_run_as(owner, mode, run_callback, &call);
-		if (a->config.timeout_ms > 0)
-			disable_timeout(step_timeout_id, false);
-		(void) wf_in_step(false);
-		output = call.output;
-		if (edata == NULL && step_timed_out)
-		{
-			/* the step finished just as its timeout fired: keep its result */
-			QueryCancelPending = false;
-		}
-		else if (edata != NULL && step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
-		{
-			edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
-			edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
-									  a->key, a->config.timeout_ms);
-		}
-		step_timed_out = false;
-
-		wf_clean_session();
-		end = GetCurrentTimestamp();
-		if (edata != NULL)
-		{
-			error = wf_error_jsonb(edata);
-			sqlerrcode = edata->sqlerrcode;
-			message = edata->message;
-			if (mode == WF_AS_INLINE_STEP)
-				note_failure(a, start, end, error, sqlerrcode, message);
-		}
-	}
 
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(a->key);
@@ -858,6 +825,211 @@ run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at, WfRunAs 
 	save_step(id, a, "step", "retrying", NULL, error, config, a->attempt, 0, *retry_at);
 	wf_query(&q_attempt, v, n, 0);
 	memo_step(a, 's', 'r', NULL, error, a->attempt, *retry_at);
+	return false;
+}
+
+/*
+ * Run one attempt of a step and record it.  Returns true if the step is now
+ * final (complete, or failed for good), false if a retry was scheduled at
+ * *retry_at.  Runs in the tick's transaction; the callback gets a
+ * subtransaction of its own, released on success and rolled back on error.
+ * mode: WF_AS_STEP after a yield, WF_AS_INLINE_STEP from inside a replay.
+ */
+static bool
+run_step(const char *id, Oid owner, WfAction *a, TimestampTz *retry_at, WfRunAs mode)
+{
+	StepRun		call;
+	TimestampTz start;
+	TimestampTz end;
+	Jsonb	   *output = NULL;
+	ErrorData  *edata = NULL;
+	Jsonb	   *error = NULL;
+	int			sqlerrcode = 0;
+	const char *message = NULL;
+	Jsonb	   *config = wf_step_config_jsonb(&a->config);
+	WfFailure  *known = (mode == WF_AS_STEP) ? known_failure(a) : NULL;
+
+	if (known != NULL)
+	{
+		/*
+		 * This very attempt already ran, in place, and failed; its run was
+		 * rolled back (see the tick).  Record that failure instead of
+		 * running the attempt a second time.
+		 */
+		start = known->start;
+		end = known->end;
+		if (a->is_new)
+			a->started = start;
+		error = known->error;
+		sqlerrcode = known->sqlerrcode;
+		message = known->message;
+	}
+	else
+	{
+		start = GetCurrentTimestamp();
+		report(id, owner, a->key);
+		if (wf_log_step_details && a->step_kind == &wf_sql_kind)
+			pgstat_report_activity(STATE_RUNNING, a->sql);
+		else
+			pgstat_report_activity(STATE_RUNNING, psprintf("workflows: step \"%s\"", a->key));
+		wf_crash_note_attempt(id, a, config, !tick_wrote);
+
+		step_timed_out = false;
+		if (a->config.timeout_ms > 0)
+			enable_timeout_after(step_timeout_id, (int) Min(a->config.timeout_ms, INT_MAX));
+		call.id = id;
+		call.owner = owner;
+		call.action = a;
+		call.output = NULL;
+		edata = wf_run_as(owner, mode, run_callback, &call);
+		if (a->config.timeout_ms > 0)
+			disable_timeout(step_timeout_id, false);
+		(void) wf_in_step(false);
+		output = call.output;
+		if (edata == NULL && step_timed_out)
+		{
+			/* the step finished just as its timeout fired: keep its result */
+			QueryCancelPending = false;
+		}
+		else if (edata != NULL && step_timed_out && edata->sqlerrcode == ERRCODE_QUERY_CANCELED)
+		{
+			edata->sqlerrcode = ERRCODE_WF_STEP_TIMEOUT;
+			edata->message = psprintf("step \"%s\" timed out after " INT64_FORMAT " ms",
+									  a->key, a->config.timeout_ms);
+		}
+		step_timed_out = false;
+
+		wf_clean_session();
+		end = GetCurrentTimestamp();
+		if (edata != NULL)
+		{
+			error = wf_error_jsonb(edata);
+			sqlerrcode = edata->sqlerrcode;
+			message = edata->message;
+			if (mode == WF_AS_INLINE_STEP)
+				note_failure(a, start, end, error, sqlerrcode, message);
+		}
+	}
+
+	return record_attempt(id, a, config, start, end, output, error, sqlerrcode,
+						  message, retry_at);
+}
+
+/*
+ * Start an attempt of an out-of-transaction step (async.c): let its kind
+ * prepare it, record the step as "calling" with a lease on the instance
+ * (*wake: its deadline plus WF_CALL_LEASE_MS, the instance's wake time
+ * meanwhile, so that no executor claims it), and queue the call; it is
+ * sent once this transaction commits.  Returns true if the step is final
+ * already (its attempt failed before anything was sent, for good): the
+ * replay goes on.  An attempt found in flight (its executor stopped or
+ * crashed before recording it) is recorded first as interrupted (WF008):
+ * not charged to the retry limit, but workflows.max_step_crashes of them
+ * fail the step.
+ */
+static bool
+start_call(const char *id, Oid owner, WfAction *a, TimestampTz *wake)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	WfStepCall *call;
+	ErrorData  *edata = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner resowner = CurrentResourceOwner;
+	Jsonb	   *config;
+
+	if (a->resumed_call)
+	{
+		int64		timeout = a->config.timeout_ms;
+		TimestampTz began = a->until - (timeout + WF_CALL_LEASE_MS) * 1000;
+		Datum		v[7];
+		ErrorData	lost;
+
+		memset(&lost, 0, sizeof(lost));
+		lost.sqlerrcode = ERRCODE_WF_STEP_CRASHED;
+		lost.message = psprintf("attempt %d of step \"%s\" was interrupted: its executor stopped during the call",
+								a->attempt - 1, a->key);
+		v[0] = CStringGetTextDatum(id);
+		v[1] = CStringGetTextDatum(a->key);
+		v[2] = Int32GetDatum(a->attempt - 1);
+		v[3] = TimestampTzGetDatum(Min(began, now));
+		v[4] = TimestampTzGetDatum(now);
+		v[5] = BoolGetDatum(false);
+		v[6] = JsonbPGetDatum(wf_error_jsonb(&lost));
+		wf_query(&q_attempt, v, NULL, 0);
+		a->interrupted++;
+		if (a->interrupted >= wf_max_step_crashes)
+		{
+			Jsonb	   *error;
+
+			lost.message = psprintf("step \"%s\" was interrupted %d times (workflows.max_step_crashes)",
+									a->key, a->interrupted);
+			error = wf_error_jsonb(&lost);
+			config = wf_step_config_jsonb(&a->config);
+			save_step(id, a, "step", "failed", NULL, error, config, a->attempt - 1, now, 0);
+			memo_step(a, 's', 'f', NULL, error, a->attempt - 1, 0);
+			return true;
+		}
+	}
+
+	/*
+	 * This executor drives enough calls: the step waits until one of them
+	 * ends (async.c wakes it), or a second (another executor may take it).
+	 */
+	if (wf_calls_in_flight() >= wf_max_calls)
+	{
+		wf_calls_defer(id);
+		*wake = TimestampTzPlusMilliseconds(now, 1000);
+		return false;
+	}
+
+	call = wf_call_new(id, a->key, owner, a->attempt, a->args,
+					   a->config.timeout_set ? a->config.timeout_ms : 0);
+	if (a->step_kind->prepare != NULL)
+	{
+		/* as the executor; its errors fail the attempt, not the tick */
+		BeginInternalSubTransaction(NULL);
+		PG_TRY();
+		{
+			a->step_kind->prepare(call);
+			ReleaseCurrentSubTransaction();
+		}
+		PG_CATCH();
+		{
+			MemoryContextSwitchTo(cxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+		}
+		PG_END_TRY();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = resowner;
+	}
+	if (call->timeout_ms <= 0)
+		call->timeout_ms = 10 * 60 * 1000;
+	/* the stored config shows the timeout the call runs with */
+	a->config.timeout_ms = call->timeout_ms;
+	config = wf_step_config_jsonb(&a->config);
+	if (edata != NULL)
+	{
+		TimestampTz retry_at = 0;
+		bool		final;
+
+		wf_call_discard(call);
+		/* a refused or malformed request fails the same way every time */
+		if (edata->sqlerrcode == ERRCODE_INSUFFICIENT_PRIVILEGE ||
+			edata->sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE)
+			a->config.retries_limit = 0;
+		final = record_attempt(id, a, config, now, GetCurrentTimestamp(), NULL,
+							   wf_error_jsonb(edata), edata->sqlerrcode, edata->message,
+							   &retry_at);
+		*wake = retry_at;
+		return final;
+	}
+
+	*wake = TimestampTzPlusMilliseconds(now, call->timeout_ms + WF_CALL_LEASE_MS);
+	save_step(id, a, "step", "calling", NULL, NULL, config, a->attempt, 0, *wake);
+	memo_step(a, 's', 'o', NULL, NULL, a->attempt, *wake);
+	wf_call_queue(call, a->step_kind, &a->config, a->interrupted, now);
 	return false;
 }
 
@@ -1282,6 +1454,8 @@ end_batch(void)
 	batch.open = false;
 	ticking[0] = '\0';
 	wf_crash_clear();
+	/* the calls it recorded as started go out now */
+	wf_calls_committed();
 	for (int i = 0; i < batch.nwaiters; i++)
 		wf_wake_waiters(batch.waiters[i]);
 	/* a wake time other executors may not know about: let them re-plan */
@@ -1298,6 +1472,7 @@ end_batch(void)
 static void
 abandon_batch(void)
 {
+	wf_calls_abandon();
 	batch.open = false;
 	batch.nwaiters = 0;
 	batch.wake_database = false;
@@ -1588,6 +1763,18 @@ tick(bool *claimed)
 				out.status = "running";
 				again = true;
 				cur.pending_step = true;
+				break;
+			}
+			if (a->step_kind->run == NULL)
+			{
+				/* out of transaction: sent after this commit (async.c) */
+				WfMemo	   *memo;
+
+				if (start_call(id, owner, a, &retry_at))
+					continue;
+				memo = wf_replay_memo(a->key, false);
+				out.status = (memo != NULL && memo->status == 'r') ? "waiting" : "running";
+				out.wake_at = retry_at;
 				break;
 			}
 			if (!run_step(id, owner, a, &retry_at, WF_AS_STEP))
@@ -2064,10 +2251,14 @@ wf_executor_main(Datum arg)
 			{
 				CHECK_FOR_INTERRUPTS();
 				MemoryContextReset(loopcxt);
+				/* calls in flight progress between instances too */
+				if (!batch.open)
+					service_calls(0);
 				/* statistics, for autovacuum too (rate-limited inside) */
 				if (!batch.open)
 					pgstat_report_stat(false);
 			}
+			service_calls(0);
 			pgstat_report_stat(false);
 			if (!claimed)
 				break;
@@ -2095,7 +2286,9 @@ wf_executor_main(Datum arg)
 			timeout = Min(timeout, Min(60, wf_retention_s > 0 ? wf_retention_s : 60) * 1000);
 		if (stats_ms > 0)
 			timeout = Min(timeout, stats_ms);
-		if (timeout > 0)
+		if (wf_calls_in_flight() > 0)
+			service_calls(timeout);		/* the latch, and the calls' sockets */
+		else if (timeout > 0)
 			(void) WaitLatch(MyLatch,
 							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 							 timeout, PG_WAIT_EXTENSION);

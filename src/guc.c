@@ -33,6 +33,8 @@ int			wf_audit_retention_s = 30 * 24 * 3600;
 int			wf_log_level = WF_LOG_FAILURES;
 bool		wf_log_step_details = true;
 bool		wf_notify = true;
+char	   *wf_http_allowed_hosts = NULL;
+int			wf_max_calls = 256;
 
 static const struct config_enum_entry log_level_options[] = {
 	{"off", WF_LOG_OFF, false},
@@ -171,6 +173,22 @@ wf_define_gucs(void)
 							 true,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("workflows.http_allowed_hosts",
+							   "Hosts HTTP steps may call: names, *.domain patterns, addresses and networks, or *.",
+							   "Loopback, private, link-local and other inner addresses are refused unless an address or network entry contains them; a host name entry never allows them.",
+							   &wf_http_allowed_hosts,
+							   "*",
+							   PGC_SUSET, GUC_LIST_INPUT,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_calls_in_flight",
+							"Most out-of-transaction steps (HTTP) one executor drives at once.",
+							"A step beyond it waits a moment for a free place, and another executor may take it.",
+							&wf_max_calls,
+							256, 1, 10000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("workflows");
 }

@@ -63,6 +63,8 @@ PG_FUNCTION_INFO_V1(wf_step_fn);
 PG_FUNCTION_INFO_V1(wf_sleep);
 PG_FUNCTION_INFO_V1(wf_sleep_until);
 PG_FUNCTION_INFO_V1(wf_wait_for_event);
+PG_FUNCTION_INFO_V1(wf_http);
+PG_FUNCTION_INFO_V1(wf_plugin_step);
 
 /* occurrences of a step name in the current run */
 typedef struct WfCount
@@ -567,8 +569,9 @@ run_inline(WfAction *a)
  * error, or run an attempt (in place, or by yielding to the executor).
  */
 static Datum
-step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
-		  Oid fn, Jsonb *args, Jsonb *config, int64 hash)
+step_call(FunctionCallInfo fcinfo, const char *fname, char *name,
+		  const WfStepKind *kind, char *sql, Oid fn, Jsonb *args, Jsonb *config,
+		  int64 hash)
 {
 	WfMemo	   *memo;
 	WfAction   *a;
@@ -583,12 +586,20 @@ step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
 
 	/* a step to run: now the config and the callback must be valid */
 	wf_parse_step_config(config, &cfg);
-	if (sql == NULL)
+	if (kind == &wf_fn_kind)
 		wf_check_step_fn(fn);
+	if (kind->run == NULL)
+	{
+		/* out of transaction (async.c): never in place */
+		wf_check_kind_privilege(kind, GetUserId());
+		cfg.inline_ok = false;
+	}
+	if (kind->validate != NULL)
+		kind->validate(args);
 
 	if (memo != NULL && memo->wake_at > R.now)
 	{
-		/* woken before its retry is due */
+		/* woken before its retry is due, or while its call is in flight */
 		continue_action(WF_ACT_WAIT, memo, name);
 		yield(key);
 	}
@@ -596,7 +607,9 @@ step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
 		: new_action(WF_ACT_STEP, key, name, hash);
 	if (memo == NULL)
 		a->attempt = 1;
+	a->resumed_call = (memo != NULL && memo->status == 'o');
 	a->config = cfg;
+	a->step_kind = kind;
 	a->fn = fn;
 	{
 		MemoryContext old = MemoryContextSwitchTo(R.runcxt);
@@ -634,8 +647,8 @@ wf_step_sql(PG_FUNCTION_ARGS)
 	args = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	config = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 
-	return step_call(fcinfo, "workflows.step()", name, sql, InvalidOid, args,
-					 config, hash_step('q', sql, strlen(sql), args));
+	return step_call(fcinfo, "workflows.step()", name, &wf_sql_kind, sql, InvalidOid,
+					 args, config, hash_step('q', sql, strlen(sql), args));
 }
 
 /*
@@ -660,8 +673,58 @@ wf_step_fn(PG_FUNCTION_ARGS)
 	input = PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2);
 	config = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 
-	return step_call(fcinfo, "workflows.step()", name, NULL, fn, input, config,
-					 hash_step('f', (const char *) &fn, sizeof(fn), input));
+	return step_call(fcinfo, "workflows.step()", name, &wf_fn_kind, NULL, fn, input,
+					 config, hash_step('f', (const char *) &fn, sizeof(fn), input));
+}
+
+/* the common body of the calls of plugin kinds: http() and plugin_step() */
+static Datum
+kind_call(FunctionCallInfo fcinfo, const char *fname, char *name,
+		  const WfStepKind *kind, Jsonb *request, Jsonb *config)
+{
+	int64		hash;
+
+	if (kind->hash != NULL)
+		hash = kind->hash(request);
+	else
+		hash = hash_step('p', kind->name, strlen(kind->name), request);
+	return step_call(fcinfo, fname, name, kind, NULL, InvalidOid, request, config, hash);
+}
+
+/*
+ * workflows.http(name text, request jsonb, config jsonb) returns jsonb
+ */
+Datum
+wf_http(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+
+	check_active("workflows.http()");
+	name = text_arg(fcinfo, 0, "step name");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("HTTP request must not be null")));
+	return kind_call(fcinfo, "workflows.http()", name, &wf_http_kind,
+					 PG_GETARG_JSONB_P(1), PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2));
+}
+
+/*
+ * workflows.plugin_step(name text, kind text, request jsonb, config jsonb)
+ * returns jsonb
+ */
+Datum
+wf_plugin_step(PG_FUNCTION_ARGS)
+{
+	char	   *name;
+	char	   *kind;
+
+	check_active("workflows.plugin_step()");
+	name = text_arg(fcinfo, 0, "step name");
+	kind = text_arg(fcinfo, 1, "step kind");
+	return kind_call(fcinfo, "workflows.plugin_step()", name, wf_step_kind(kind),
+					 PG_ARGISNULL(2) ? NULL : PG_GETARG_JSONB_P(2),
+					 PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3));
 }
 
 /* the common body of sleep() and sleep_until() */

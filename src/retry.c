@@ -188,6 +188,7 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 	cfg->backoff = WF_BACKOFF_EXPONENTIAL;
 	cfg->timeout_ms = WF_DEFAULT_TIMEOUT_MS;
 	cfg->inline_ok = true;
+	cfg->timeout_set = false;
 
 	if (config == NULL)
 		return;
@@ -209,7 +210,10 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 			parse_retries(v.val.binary.data, cfg);
 		}
 		else if (key_is(&k, "timeout"))
+		{
 			cfg->timeout_ms = duration_ms(&v, "timeout");
+			cfg->timeout_set = true;
+		}
 		else if (key_is(&k, "inline"))
 		{
 			if (v.type != jbvBool)

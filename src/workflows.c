@@ -31,6 +31,7 @@ _PG_init(void)
 				 errhint("Add workflows to shared_preload_libraries in postgresql.conf and restart the server.")));
 
 	wf_define_gucs();
+	wf_register_builtin_kinds();
 	wf_shmem_init();
 	wf_register_launcher();
 	wf_install_utility_hook();

@@ -32,6 +32,7 @@
 
 #include "compat.h"
 #include "errors.h"
+#include "workflows_step_kind.h"
 
 /* the version of the SQL objects this library serves (from the Makefile) */
 #ifndef WF_EXTVERSION
@@ -64,6 +65,8 @@ extern int	wf_audit_retention_s;
 extern int	wf_log_level;
 extern bool wf_log_step_details;
 extern bool wf_notify;
+extern char *wf_http_allowed_hosts;
+extern int	wf_max_calls;
 
 /* workflows.log_level */
 #define WF_LOG_OFF			0
@@ -102,6 +105,7 @@ typedef struct WfWorkerSlot
 	char		instance[WF_MAX_ID_LEN + 1];
 	char		step[WF_MAX_KEY_LEN + 1];
 	TimestampTz since;
+	int			calls;			/* out-of-transaction steps in flight */
 } WfWorkerSlot;
 
 /* backends that may pause one database's executors at the same time */
@@ -256,6 +260,7 @@ typedef struct WfStepConfig
 	int64		timeout_ms;		/* per attempt; 0 = none */
 	bool		inline_ok;		/* may run in place (replay.c); false for a
 								 * step that acts outside the database */
+	bool		timeout_set;	/* "timeout" was given */
 } WfStepConfig;
 
 extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
@@ -289,6 +294,32 @@ extern Jsonb *wf_datum_to_jsonb(Datum value, Oid typid, bool isnull);
 extern Jsonb *wf_run_sql_callback(const char *sql, Jsonb *args);
 extern Jsonb *wf_run_fn_callback(Oid fn, Jsonb *input);
 extern void wf_check_step_fn(Oid fn);
+
+/* ---- kinds.c, http.c, secrets.c ---- */
+extern const WfStepKind wf_sql_kind;
+extern const WfStepKind wf_fn_kind;
+extern const WfStepKind wf_http_kind;
+extern void wf_register_builtin_kinds(void);
+extern const WfStepKind *wf_step_kind(const char *name);
+extern void wf_check_kind_privilege(const WfStepKind *kind, Oid owner);
+extern bool wf_http_header_value_valid(const char *s);
+extern bool wf_secret_name_valid(const char *name);
+extern char *wf_secret_value(Oid owner, const char *name);
+
+/* ---- async.c ---- */
+/* how long after its deadline nobody else takes an instance whose call is in flight */
+#define WF_CALL_LEASE_MS	5000
+extern int	wf_calls_in_flight(void);
+extern WfStepCall *wf_call_new(const char *id, const char *key, Oid owner, int attempt,
+							   Jsonb *request, int64 timeout_ms);
+extern void wf_call_discard(WfStepCall *call);
+extern void wf_calls_defer(const char *id);
+extern void wf_call_queue(WfStepCall *call, const WfStepKind *kind,
+						  const WfStepConfig *cfg, int interrupted, TimestampTz start);
+extern void wf_calls_committed(void);
+extern void wf_calls_abandon(void);
+extern bool wf_calls_service(long timeout_ms);
+extern void wf_calls_cancel_all(void);
 
 /* ---- crash.c ---- */
 struct WfAction;
@@ -335,9 +366,11 @@ typedef struct WfAction
 	bool		is_new;			/* no step row exists yet */
 	int			seq;			/* position of the step in the instance */
 	/* WF_ACT_STEP */
-	char	   *sql;			/* SQL callback, or NULL */
-	Oid			fn;				/* function callback */
-	Jsonb	   *args;			/* args or input */
+	const WfStepKind *step_kind;	/* kinds.c */
+	char	   *sql;			/* the SQL kind's text */
+	Oid			fn;				/* the function kind's function */
+	Jsonb	   *args;			/* args, input, or a plugin kind's request */
+	bool		resumed_call;	/* an out-of-transaction attempt was in flight */
 	WfStepConfig config;
 	int			attempt;		/* number of the attempt to run */
 	int			interrupted;	/* earlier attempts cut short by a shutdown */
@@ -364,7 +397,8 @@ typedef struct WfMemo
 {
 	char		key[WF_MAX_KEY_LEN + 1];	/* hash key: must be first */
 	char		type;			/* 's' step, 'z' sleep, 'e' event */
-	char		status;			/* 'r'etrying, 'w'aiting, 'c'omplete, 'f'ailed */
+	char		status;			/* 'r'etrying, 'w'aiting, 'c'omplete, 'f'ailed,
+								 * 'o': calling (out of transaction) */
 	int64		hash;
 	int			attempts;
 	int			interrupted;	/* of those, cut short by a shutdown */

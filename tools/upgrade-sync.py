@@ -40,7 +40,9 @@ def blocks(text):
         if kind == 'FUNCTION':
             body = text.find('$$', start)
             nxt = HEAD.search(text, m.end())
-            if body != -1 and (nxt is None or body < nxt.start()):
+            # a C function has no body: a $$ after its first ; is another statement's
+            semi = text.find(';', start)
+            if body != -1 and body < semi and (nxt is None or body < nxt.start()):
                 end = text.index('$$;', text.index('$$', body + 2)) + 3
             else:
                 end = text.index(';', start) + 1

@@ -88,7 +88,7 @@ CREATE TABLE workflows.steps (
     name        text NOT NULL,
     type        text NOT NULL CHECK (type IN ('step', 'sleep', 'event')),
     status      text NOT NULL
-                CHECK (status IN ('retrying', 'waiting', 'complete', 'failed')),
+                CHECK (status IN ('retrying', 'waiting', 'complete', 'failed', 'calling')),
     output      jsonb,
     error       jsonb,
     config      jsonb,
@@ -164,7 +164,8 @@ CREATE TABLE workflows.audit (
     action      text NOT NULL
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',
-                                  'unschedule', 'set_retention', 'reassign', 'set_version')),
+                                  'unschedule', 'set_retention', 'reassign', 'set_version',
+                                  'set_secret', 'drop_secret')),
     instance_id text,
     workflow    text,
     -- whose instance or workflow it concerns: decides who may read the row

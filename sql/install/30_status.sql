@@ -33,6 +33,7 @@ BEGIN
                        'nextAttempt', CASE WHEN s.status = 'retrying' THEN s.wake_at END,
                        'deadline', CASE WHEN s.type = 'event' AND s.status = 'waiting' THEN s.wake_at END,
                        'config', s.config,
+                       'request', s.request,
                        'success', CASE WHEN s.status = 'complete' THEN true
                                        WHEN s.status = 'failed' THEN false END,
                        'error', s.error))
@@ -40,7 +41,8 @@ BEGIN
                    || CASE WHEN s.type = 'step' THEN jsonb_build_object('attempts', COALESCE(
                           (SELECT jsonb_agg(jsonb_strip_nulls(jsonb_build_object(
                                       'attempt', a.attempt, 'start', a.started_at, 'end', a.ended_at,
-                                      'success', a.success, 'error', a.error)) ORDER BY a.attempt)
+                                      'success', a.success, 'error', a.error))
+                                  || COALESCE(a.detail, '{}') ORDER BY a.attempt)
                              FROM workflows.attempts a
                             WHERE a.instance_id = s.instance_id AND a.step_key = s.key
                               -- the run that made this step's memo: the current run, or the
@@ -94,18 +96,19 @@ COMMENT ON FUNCTION workflows.status(text) IS
  * Executors and listing
  */
 CREATE FUNCTION workflows._executors(OUT pid integer, OUT datid oid, OUT executor integer,
-                                     OUT instance text, OUT step text, OUT since timestamptz)
+                                     OUT instance text, OUT step text, OUT since timestamptz,
+                                     OUT calls integer)
     RETURNS SETOF record
     LANGUAGE c VOLATILE
     SET search_path = pg_catalog, workflows, pg_temp
     AS 'MODULE_PATHNAME', 'wf_executors';
 
 CREATE VIEW workflows.executors AS
-    SELECT e.pid, d.datname, e.executor, e.instance, e.step, e.since
+    SELECT e.pid, d.datname, e.executor, e.instance, e.step, e.since, e.calls
       FROM workflows._executors() e
       LEFT JOIN pg_catalog.pg_database d ON d.oid = e.datid;
 COMMENT ON VIEW workflows.executors IS
-    'the executors of this server: process, database, and the instance and step each runs (for instances you may see)';
+    'the executors of this server: process, database, the instance and step each runs (for instances you may see), and its HTTP steps in flight';
 GRANT SELECT ON workflows.executors TO PUBLIC;
 
 /*
