@@ -158,7 +158,7 @@ static WfQuery q_take_event = {
 
 static WfQuery q_instance_update = {
 	"UPDATE workflows.instances SET status = $2, "
-	"  wake_at = CASE WHEN $2 = 'running' THEN wake_at ELSE $3 END, "
+	"  wake_at = CASE WHEN $2 = 'running' AND $3 IS NULL THEN wake_at ELSE $3 END, "
 	"  waiting_for = $4, output = $5, error = $6, ended_at = $7, "
 	"  started_at = COALESCE(started_at, $8), revision = revision + 1 "
 	"WHERE id = $1 RETURNING revision",

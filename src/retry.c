@@ -113,6 +113,14 @@ duration_ms(JsonbValue *v, const char *key)
 }
 
 static bool
+is_json_null(Jsonb *j)
+{
+	JsonbValue	v;
+
+	return JsonbExtractScalar(&j->root, &v) && v.type == jbvNull;
+}
+
+static bool
 key_is(JsonbValue *k, const char *name)
 {
 	return (size_t) k->val.string.len == strlen(name) &&
@@ -190,7 +198,8 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 	cfg->inline_ok = true;
 	cfg->timeout_set = false;
 
-	if (config == NULL)
+	/* JSON null, as config->'x' gives for a missing key: the defaults */
+	if (config == NULL || (JB_ROOT_IS_SCALAR(config) && is_json_null(config)))
 		return;
 	if (!JB_ROOT_IS_OBJECT(config))
 		config_error("config", "must be a JSON object");

@@ -285,14 +285,19 @@ installed_up_to_date() {   # are the built files already installed, byte for byt
         cmp -s "$REPO/$f" "$extdir/${f##*/}" || return 1
     done
 }
+# test/plugin: a step plugin built against the installed header, as a third
+# party builds one (loaded by test/t/021_http_steps.pl)
 if (( IS_ROOT )) || { [[ -w $pkglibdir && -w $extdir ]]; }; then
     make -s -C "$REPO" PG_CONFIG="$PG_CONFIG" install
+    make -s -C "$REPO/test/plugin" PG_CONFIG="$PG_CONFIG" install
     say "installed into $pkglibdir and $extdir"
-elif installed_up_to_date; then
+elif installed_up_to_date && cmp -s "$REPO/test/plugin/wf_test_kinds.so" "$pkglibdir/wf_test_kinds.so"; then
     say "already installed and up to date in $pkglibdir and $extdir"
 elif command -v sudo >/dev/null; then
     say "(using sudo for make install)"
     sudo make -s -C "$REPO" PG_CONFIG="$PG_CONFIG" install
+    make -s -C "$REPO/test/plugin" PG_CONFIG="$PG_CONFIG"
+    sudo make -s -C "$REPO/test/plugin" PG_CONFIG="$PG_CONFIG" install
     say "installed into $pkglibdir and $extdir"
 else
     die "cannot write $pkglibdir or $extdir and sudo is not available: run as root"
