@@ -1,8 +1,12 @@
 -- examples/quickstart.sql: the file-processing pipeline of the README's
--- quickstart.  List the files in one step, process each file in a step of
--- its own, write a summary; then show the instance's status.
+-- quickstart.  List the files in one step, ask an API about them (an HTTP
+-- step, outside any transaction), process each file in a step of its own,
+-- write a summary; then show the instance's status.
 --
---   psql -h 127.0.0.1 -p 5499 -U postgres -f examples/quickstart.sql
+--   psql -h 127.0.0.1 -p 5499 -U postgres -v api=http://127.0.0.1:PORT \
+--        -f examples/quickstart.sql
+--
+-- (tools/quickstart.sh starts a demo API on loopback and passes its URL)
 
 \set ON_ERROR_STOP on
 CREATE EXTENSION IF NOT EXISTS workflows;
@@ -19,11 +23,20 @@ CREATE OR REPLACE FUNCTION process_uploads(event jsonb) RETURNS jsonb
 LANGUAGE plpgsql AS $$
 DECLARE
     files jsonb;
+    answer jsonb;
     f text;
 BEGIN
     -- step 1: list the files (memoized: replays never re-read the table)
     files := workflows.step('list files',
         'SELECT jsonb_agg(name ORDER BY name) FROM uploads');
+
+    -- step 2: an API call, made outside any transaction, retried on 5xx,
+    -- with an Idempotency-Key the API can use to do it once
+    answer := workflows.http('announce files', jsonb_build_object(
+        'method', 'POST',
+        'url', event->'payload'->>'api' || '/echo',
+        'body', jsonb_build_object('bucket', event->'payload'->>'bucket', 'files', files)),
+        config => '{"retries": {"limit": 3, "delay": "1 second"}}');
 
     -- one step per file, created dynamically; each commits with its memo
     FOR f IN SELECT jsonb_array_elements_text(files) LOOP
@@ -44,7 +57,8 @@ END
 $$;
 
 SELECT workflows.register('process-uploads', 'process_uploads(jsonb)') AS version;
-SELECT workflows.create('process-uploads', '{"bucket": "uploads"}') AS instance \gset
+SELECT workflows.create('process-uploads',
+    jsonb_build_object('bucket', 'uploads', 'api', :'api')) AS instance \gset
 
 -- wait() blocks until the instance is final, without polling
 SELECT workflows.wait(:'instance', '30 seconds')->>'status' AS status;

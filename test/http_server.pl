@@ -6,7 +6,7 @@
 #   perl test/http_server.pl PORTFILE LOGFILE
 #
 # Listens on 127.0.0.1 (an ephemeral port, written to PORTFILE once it
-# listens) and appends one JSON line per request to LOGFILE:
+# listens; its process id to PORTFILE.pid) and appends one JSON line per request to LOGFILE:
 # {"n", "method", "path", "headers": {...}, "body"}.  Connections are
 # counted in LOGFILE too ({"connection": n}).  Routes:
 #
@@ -36,6 +36,9 @@ my $listen = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => 0,
 open(my $log, '>>', $logfile) or die "$logfile: $!";
 $log->autoflush(1);
 {
+    open(my $pp, '>', "$portfile.pid") or die;
+    print $pp "$$\n";
+    close $pp;
     open(my $pf, '>', "$portfile.tmp") or die;
     print $pf $listen->sockport, "\n";
     close $pf;

@@ -144,6 +144,8 @@ as_owner tee -a "$DATA/postgresql.conf" >/dev/null <<EOF
 # added by tools/quickstart.sh
 shared_preload_libraries = 'workflows,pg_cron'
 cron.database_name = 'postgres'
+# HTTP steps may call the demo API on loopback (and public hosts)
+workflows.http_allowed_hosts = '127.0.0.1, *'
 listen_addresses = '127.0.0.1'
 port = $PORT
 unix_socket_directories = '$DEMO'
@@ -181,9 +183,22 @@ if ! "${PSQL[@]}" -q -c 'CREATE EXTENSION workflows;'; then
 fi
 note "created in database postgres"
 
+# a stand-in for the API the example calls: the test suite's HTTP server, on
+# 127.0.0.1 only, left running with the demo server
+if [[ -f $REPO/test/http_server.pl ]]; then
+    as_owner nohup perl "$REPO/test/http_server.pl" "$DEMO/api.port" "$DEMO/api.log" \
+        >"$DEMO/api.out" 2>&1 &
+    for _ in $(seq 1 50); do [[ -s $DEMO/api.port ]] && break; sleep 0.1; done
+    [[ -s $DEMO/api.port ]] || die "the demo API did not start (see $DEMO/api.out)"
+    API="http://127.0.0.1:$(<"$DEMO/api.port")"
+    STOP_CMD="$STOP_CMD; kill \$(cat $DEMO/api.port.pid)"
+    "${PSQL[@]}" -q -c 'GRANT workflows_http TO postgres' >/dev/null
+    note "demo API on $API (the example's HTTP step calls it)"
+fi
+
 if [[ -f $REPO/examples/quickstart.sql ]]; then
     step "example: examples/quickstart.sql"
-    if ! "${PSQL[@]}" -f "$REPO/examples/quickstart.sql"; then
+    if ! "${PSQL[@]}" -v api="${API:-http://127.0.0.1:9}" -f "$REPO/examples/quickstart.sql"; then
         fail_hint
         die "examples/quickstart.sql failed"
     fi
