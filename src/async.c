@@ -303,6 +303,59 @@ record(WfCall *c)
 						unpack_sql_state(r->sqlerrcode))));
 }
 
+/*
+ * Record the ended calls in one transaction.  If that fails (the engine's
+ * bookkeeping, not the calls), the answers are dropped: the steps stay
+ * "calling" and their leases bring them back, as after a crash; the
+ * executor goes on.
+ */
+static void
+record_transaction(List *ended)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ListCell   *lc;
+
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, "workflows: recording calls");
+		foreach(lc, ended)
+			record(lfirst(lc));
+		/* as many waiting for a place as there are places now */
+		for (int i = list_length(ended); i > 0 && deferred != NIL; i--)
+		{
+			char	   *id = linitial(deferred);
+			Datum		v = CStringGetTextDatum(id);
+
+			wf_query(&q_wake_deferred, &v, NULL, 0);
+			deferred = list_delete_first(deferred);
+			pfree(id);
+		}
+		wf_wake_at_commit();
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("workflows: could not record %d ended calls, their steps run again after their leases: %s",
+						list_length(ended), edata->message)));
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
 /* record every ended call in one transaction, and forget them */
 static void
 record_ended(void)
@@ -322,29 +375,7 @@ record_ended(void)
 	if (ended == NIL)
 		return;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "workflows: recording calls");
-	foreach(lc, ended)
-		record(lfirst(lc));
-	/* as many waiting for a place as there are places now */
-	for (int i = list_length(ended); i > 0 && deferred != NIL; i--)
-	{
-		char	   *id = linitial(deferred);
-		Datum		v = CStringGetTextDatum(id);
-
-		wf_query(&q_wake_deferred, &v, NULL, 0);
-		deferred = list_delete_first(deferred);
-		pfree(id);
-	}
-	wf_wake_at_commit();
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	record_transaction(ended);
 
 	old = MemoryContextSwitchTo(calls_cxt);
 	foreach(lc, calls)
@@ -516,20 +547,4 @@ wf_calls_service(long timeout_ms)
 	MemoryContextDelete(cxt);
 	record_ended();
 	return latch;
-}
-
-/* the executor stops: let go of every call (their leases bring them back) */
-void
-wf_calls_cancel_all(void)
-{
-	ListCell   *lc;
-
-	foreach(lc, calls)
-	{
-		WfCall	   *c = lfirst(lc);
-
-		if (c->started && !c->ended)
-			c->kind->cancel(&c->call);
-	}
-	calls = NIL;
 }

@@ -319,7 +319,6 @@ extern void wf_call_queue(WfStepCall *call, const WfStepKind *kind,
 extern void wf_calls_committed(void);
 extern void wf_calls_abandon(void);
 extern bool wf_calls_service(long timeout_ms);
-extern void wf_calls_cancel_all(void);
 
 /* ---- crash.c ---- */
 struct WfAction;
