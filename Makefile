@@ -8,6 +8,7 @@ OBJS = \
 	src/api.o \
 	src/crash.o \
 	src/executor.o \
+	src/flow.o \
 	src/guc.o \
 	src/launcher.o \
 	src/owner.o \
@@ -31,7 +32,7 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql)) \
 	$(wildcard sql/workflows_router--*.sql)
 EXTRA_CLEAN = $(DATA_built)
 
-REGRESS = test_setup engine steps control versions security races operations describe stability
+REGRESS = test_setup engine steps control versions security races operations describe stability flow_control
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 PG_CONFIG ?= pg_config

@@ -96,9 +96,10 @@
 
 #define INSTANCE_COLUMNS \
 	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
-	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id " \
+	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id, f.state " \
 	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
-	"LEFT JOIN workflows.requests r ON r.instance_id = i.id "
+	"LEFT JOIN workflows.requests r ON r.instance_id = i.id " \
+	"LEFT JOIN workflows.flow_members f ON f.instance_id = i.id "
 
 static WfQuery q_claim_any = {
 	INSTANCE_COLUMNS
@@ -1362,6 +1363,7 @@ tick(bool *claimed)
 	bool		terminated;
 	bool		final;
 	bool		use_pending;
+	char	   *flow;			/* flow control: its member state, or NULL */
 
 	*claimed = false;
 	inline_tick.ready = false;
@@ -1416,6 +1418,7 @@ tick(bool *claimed)
 	fn_hash = DatumGetInt64(wf_get_datum(0, 10, &isnull));
 	code = wf_get_text(0, 11);
 	version = wf_get_text(0, 12);
+	flow = wf_get_text(0, 13);
 	event = make_event(id, wf_get_jsonb(0, 4),
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
 
@@ -1439,6 +1442,21 @@ tick(bool *claimed)
 		terminated = (strcmp(status, "terminated") == 0);
 		cur.valid = false;
 		return instance_done(id, terminated, false);
+	}
+
+	/*
+	 * Flow control (flow.c): an instance that holds no slot takes its slots
+	 * first, or is delayed or held back; committed at once, so that the
+	 * workflow's bookkeeping lock is held only that long.
+	 */
+	if (flow != NULL && strcmp(flow, "holds") != 0)
+	{
+		bool		may_run = wf_flow_acquire(id);
+
+		cur.valid = false;
+		if (instance_done(id, false, !may_run))
+			end_batch();
+		return true;
 	}
 
 	if (strcmp(status, "queued") == 0)
@@ -1685,6 +1703,17 @@ tick(bool *claimed)
 				(errmsg("workflows: instance \"%s\" is %s", id, out.status)));
 	}
 	final = !is_runnable_status(out.status);
+	/* flow control (flow.c): not running any more, its slots go to the next */
+	if (flow != NULL && strcmp(out.status, "running") != 0)
+	{
+		if (wf_flow_release(id, out.status) > 0)
+			batch.wake_database = true;
+		MemoryContextSwitchTo(tickcxt);
+		cur.valid = false;
+		if (instance_done(id, final, true))
+			end_batch();
+		return true;
+	}
 	MemoryContextSwitchTo(tickcxt);
 	if (again)
 	{

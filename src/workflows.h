@@ -284,6 +284,11 @@ extern Jsonb *wf_error_jsonb(ErrorData *edata);
 extern Jsonb *wf_cstring_jsonb(const char *json);
 extern int64 wf_function_hash(Oid fn);
 
+/* ---- flow.c: flow control's hooks (sql/install/45_flow_control.sql) ---- */
+extern char *wf_flow_admit(const char *id, Jsonb *options, Oid caller);
+extern bool wf_flow_acquire(const char *id);
+extern int	wf_flow_release(const char *id, const char *status);
+
 /* ---- step.c ---- */
 extern Jsonb *wf_datum_to_jsonb(Datum value, Oid typid, bool isnull);
 extern Jsonb *wf_run_sql_callback(const char *sql, Jsonb *args);
