@@ -1823,6 +1823,8 @@ safe_tick(bool *claimed)
 														failures, edata->message),
 											   "Fix the cause, then run workflows.restart() on the instance."));
 			wf_query(&q_park_failed, v, NULL, 0);
+			/* flow control: an errored instance frees its slots (flow.c) */
+			(void) wf_flow_release(id, "errored");
 			seen[k].id[0] = '\0';
 			if (wf_notify)
 				notify_final(id, "errored");
