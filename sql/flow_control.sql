@@ -176,7 +176,77 @@ SELECT workflows.terminate(id) FROM workflows.instances
 
 -- create_batch: options per element
 SELECT workflows.set_flow_control('fc', NULL);
-SELECT * FROM workflows.create_batch('fc', '[{"id": "b-1", "options": {"delay": "1 hour"}}, {"id": "b-2", "options": {"startAt": "2099-01-01T00:00:00Z"}}, {"id": "b-4"}]');
-SELECT * FROM workflows.create_batch('fc', '[{"id": "b-3", "options": {"delay": 5}}]');
-SELECT id, status, wake_at > now() + interval '59 minutes' AS later FROM workflows.instances WHERE id IN ('b-1', 'b-2') ORDER BY id;
-SELECT workflows.terminate(id) FROM workflows.instances WHERE id LIKE 'b-%' ORDER BY id;
+SELECT * FROM workflows.create_batch('fc', '[{"id": "fcb-1", "options": {"delay": "1 hour"}}, {"id": "fcb-2", "options": {"startAt": "2099-01-01T00:00:00Z"}}, {"id": "fcb-4"}]');
+SELECT * FROM workflows.create_batch('fc', '[{"id": "fcb-3", "options": {"delay": 5}}]');
+SELECT id, status, wake_at > now() + interval '59 minutes' AS later FROM workflows.instances WHERE id IN ('fcb-1', 'fcb-2') ORDER BY id;
+SELECT workflows.terminate(id) FROM workflows.instances WHERE id LIKE 'fcb-%' ORDER BY id;
+
+-- step-level limits: bad step configs name the key
+CREATE FUNCTION fc_stepcfg(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('s', 'SELECT 1', config => event->'payload');
+END
+$$;
+SELECT workflows.register('fsc', 'fc_stepcfg(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('fsc', c, 'fsc-' || n)
+  FROM (VALUES (1, '{"concurrency": {"limit": 0, "key": "api"}}'::jsonb),
+               (2, '{"concurrency": {"limit": 2}}'),
+               (3, '{"concurrency": {"limit": 2, "key": "api", "size": 1}}'),
+               (4, '{"throttle": {"limit": 5, "key": "api"}}'),
+               (5, '{"throttle": {"limit": 5, "period": "soon", "key": "api"}}'),
+               (6, '{"concurrency": "api"}')) v(n, c) ORDER BY n;
+SELECT wait_until($$SELECT count(*) = 6 FROM workflows.instances WHERE id LIKE 'fsc-%' AND status = 'errored'$$);
+SELECT id, error->>'message' FROM workflows.instances WHERE id LIKE 'fsc-%' ORDER BY id;
+
+-- step concurrency 1 on key "api", shared by two workflows: one at a time,
+-- the others wait without an executor and say so
+CREATE TABLE fc_api (id text, started timestamptz, ended timestamptz);
+CREATE TABLE fc_api_open (o boolean);
+CREATE FUNCTION fc_call(a jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO fc_api VALUES (a->>'id', clock_timestamp(), NULL);
+    WHILE NOT EXISTS (SELECT 1 FROM fc_api_open) LOOP
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    UPDATE fc_api SET ended = clock_timestamp() WHERE id = a->>'id';
+    RETURN '1';
+END
+$$;
+CREATE FUNCTION fc_api_user(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('call', 'fc_call(jsonb)'::regprocedure,
+                          jsonb_build_object('id', event->>'instanceId'),
+                          '{"concurrency": {"limit": 1, "key": "api"}}');
+END
+$$;
+SELECT workflows.register('api-a', 'fc_api_user(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.register('api-b', 'fc_api_user(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('api-a', '{}', 'api-1');
+SELECT wait_until($$SELECT count(*) = 1 FROM workflows.executors WHERE instance = 'api-1' AND step = 'call'$$);
+SELECT workflows.create('api-b', '{}', 'api-2');
+SELECT workflows.create('api-a', '{}', 'api-3');
+SELECT wait_until($$SELECT count(*) = 2 FROM workflows.flow_step_waiters$$);
+SELECT id, status, wake_at IS NULL AS not_polled FROM workflows.instances WHERE id IN ('api-2', 'api-3') ORDER BY id;
+SELECT workflows.status('api-2')->>'heldBack' AS why;
+INSERT INTO fc_api_open VALUES (true);
+SELECT wait_until($$SELECT count(*) = 3 FROM workflows.instances WHERE id LIKE 'api-%' AND status = 'complete'$$);
+SELECT count(*) AS overlaps FROM fc_api a JOIN fc_api b ON a.id < b.id
+ WHERE a.started < b.ended AND b.started < a.ended;
+SELECT string_agg(id, ', ' ORDER BY started) AS call_order FROM fc_api;
+SELECT workflows.status('api-1')->'steps'->0->'config'->'concurrency' AS step_config;
+
+-- step throttle 2 per hour on key "mail": the third call waits an hour
+CREATE FUNCTION fc_mail(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('send', 'SELECT 1',
+                          config => '{"throttle": {"limit": 2, "period": "1 hour", "key": "mail"}}');
+END
+$$;
+SELECT workflows.register('mail', 'fc_mail(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('mail', '{}', 'mail-' || g) FROM generate_series(1, 3) g;
+SELECT wait_until($$SELECT count(*) = 2 FROM workflows.instances WHERE id LIKE 'mail-%' AND status = 'complete'$$);
+SELECT wait_until($$SELECT count(*) = 1 FROM workflows.instances WHERE id LIKE 'mail-%' AND status = 'waiting'
+                      AND wake_at > now() + interval '59 minutes'$$);
+SELECT workflows.status(id)->>'heldBack' LIKE 'step throttled until %' AS throttled
+  FROM workflows.instances WHERE id LIKE 'mail-%' AND status = 'waiting';
+SELECT workflows.terminate(id) FROM workflows.instances WHERE id LIKE 'mail-%' AND status = 'waiting';

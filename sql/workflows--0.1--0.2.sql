@@ -1464,6 +1464,178 @@ $$;
 REVOKE ALL ON FUNCTION workflows._flow_collapse(text, text, text) FROM PUBLIC;
 
 /*
+ * Steps that share a resource: "concurrency": {"limit": N, "key": name} and
+ * "throttle": {"limit": N, "period": ms, "key": name} in a step's config,
+ * shared by every step of the database that names the same key.
+ *
+ * A slot of a key is a transaction-level advisory lock (class: a hash of
+ * the key, object: the slot number), held by the executor's transaction
+ * that runs the step and freed by its commit.  A step that finds no slot
+ * makes its instance wait (status waiting, no wake time: no executor
+ * holds it, none polls it) in workflows.flow_step_waiters; the transaction
+ * that ran a step of the key wakes the oldest waiter at its commit.  Both
+ * take the key's queue lock, so that the waiter either is seen by the
+ * freeing transaction or finds the slot it freed.
+ */
+CREATE TABLE workflows.flow_step_waiters (
+    instance_id text PRIMARY KEY REFERENCES workflows.instances (id) ON DELETE CASCADE,
+    key         text NOT NULL,
+    since       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    seq         bigint GENERATED ALWAYS AS IDENTITY
+);
+CREATE INDEX flow_step_waiters_queue ON workflows.flow_step_waiters (key, seq);
+
+-- the starts each step throttle granted in its last period
+CREATE TABLE workflows.flow_step_throttles (
+    key         text PRIMARY KEY,
+    starts      timestamptz[] NOT NULL DEFAULT '{}'
+);
+
+-- a start a step throttle granted to a step that has not run yet
+CREATE TABLE workflows.flow_step_grants (
+    instance_id text NOT NULL REFERENCES workflows.instances (id) ON DELETE CASCADE,
+    step_key    text NOT NULL,
+    at          timestamptz NOT NULL,
+    PRIMARY KEY (instance_id, step_key)
+);
+
+SELECT pg_catalog.pg_extension_config_dump('workflows.flow_step_waiters', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.flow_step_throttles', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.flow_step_grants', '');
+SELECT pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('workflows.flow_step_waiters', 'seq'), '');
+ALTER TABLE workflows.flow_step_waiters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY flow_step_waiters_visible ON workflows.flow_step_waiters FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+ALTER TABLE workflows.flow_step_grants ENABLE ROW LEVEL SECURITY;
+CREATE POLICY flow_step_grants_visible ON workflows.flow_step_grants FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+REVOKE ALL ON workflows.flow_step_waiters, workflows.flow_step_throttles,
+    workflows.flow_step_grants FROM PUBLIC;
+GRANT SELECT ON workflows.flow_step_waiters, workflows.flow_step_grants TO PUBLIC;
+
+/*
+ * Before a step with a limit runs (src/flow.c, wf_flow_step_enter()).
+ * Returns NULL: run it now (the slot is held until this transaction ends);
+ * '-infinity': a throttle start was granted now, commit first; 'infinity':
+ * wait for a slot; a time: wait until the throttle's start.
+ */
+CREATE FUNCTION workflows._flow_step_enter(instance text, step_key text,
+                                           ckey text, climit integer,
+                                           tkey text, tlimit integer, tperiod_ms bigint)
+    RETURNS timestamptz
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    g timestamptz;
+    s timestamptz[];
+    at timestamptz;
+    now_ timestamptz := clock_timestamp();
+    period interval := make_interval(secs => tperiod_ms / 1000.0);
+BEGIN
+    IF tkey IS NOT NULL THEN
+        SELECT x.at INTO g FROM workflows.flow_step_grants x
+         WHERE x.instance_id = instance AND x.step_key = _flow_step_enter.step_key;
+        IF g IS NULL THEN
+            INSERT INTO workflows.flow_step_throttles AS x (key) VALUES (tkey)
+                ON CONFLICT (key) DO NOTHING;
+            SELECT x.starts INTO s FROM workflows.flow_step_throttles x WHERE x.key = tkey FOR UPDATE;
+            IF cardinality(s) < tlimit THEN
+                at := now_;
+            ELSE
+                at := greatest(now_, s[cardinality(s) - tlimit + 1] + period);
+            END IF;
+            s := s || at;
+            IF cardinality(s) > tlimit THEN
+                s := s[cardinality(s) - tlimit + 1 : cardinality(s)];
+            END IF;
+            UPDATE workflows.flow_step_throttles x SET starts = s WHERE x.key = tkey;
+            INSERT INTO workflows.flow_step_grants (instance_id, step_key, at)
+            VALUES (instance, step_key, at);
+            -- the throttle's row stays locked until commit: commit before the step runs
+            RETURN CASE WHEN at > now_ THEN at ELSE '-infinity'::timestamptz END;
+        ELSIF g > now_ THEN
+            RETURN g;
+        END IF;
+    END IF;
+    IF ckey IS NOT NULL THEN
+        IF workflows._flow_step_slot(ckey, climit) THEN
+            DELETE FROM workflows.flow_step_waiters w WHERE w.instance_id = instance;
+            RETURN NULL;
+        END IF;
+        -- the queue: a step that frees a slot takes this lock before it commits
+        PERFORM pg_catalog.pg_advisory_xact_lock(1464232017, pg_catalog.hashtext(ckey));
+        IF workflows._flow_step_slot(ckey, climit) THEN
+            DELETE FROM workflows.flow_step_waiters w WHERE w.instance_id = instance;
+            RETURN NULL;
+        END IF;
+        INSERT INTO workflows.flow_step_waiters AS w (instance_id, key) VALUES (instance, ckey)
+            ON CONFLICT (instance_id) DO UPDATE SET key = EXCLUDED.key;
+        RETURN 'infinity';
+    END IF;
+    RETURN NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_step_enter(text, text, text, integer, text, integer, bigint) FROM PUBLIC;
+
+-- take a free slot of a step key (held until the transaction ends)
+CREATE FUNCTION workflows._flow_step_slot(ckey text, climit integer)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    cls integer := pg_catalog.hashtext('workflows step slot ' || ckey);
+BEGIN
+    FOR n IN 0 .. climit - 1 LOOP
+        IF pg_catalog.pg_try_advisory_xact_lock(cls, n) THEN
+            RETURN true;
+        END IF;
+    END LOOP;
+    RETURN false;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_step_slot(text, integer) FROM PUBLIC;
+
+/*
+ * After a step with a limit ran (src/flow.c, wf_flow_step_exit()), in its
+ * transaction: its throttle grant is used; the oldest instance still
+ * waiting for a slot of its key is woken at commit (which frees the slot).
+ */
+CREATE FUNCTION workflows._flow_step_exit(instance text, step_key text, ckey text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    w text;
+BEGIN
+    DELETE FROM workflows.flow_step_grants x
+     WHERE x.instance_id = instance AND x.step_key = _flow_step_exit.step_key;
+    IF ckey IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM pg_catalog.pg_advisory_xact_lock(1464232017, pg_catalog.hashtext(ckey));
+    LOOP
+        DELETE FROM workflows.flow_step_waiters x
+         WHERE x.instance_id = (SELECT y.instance_id FROM workflows.flow_step_waiters y
+                                 WHERE y.key = ckey ORDER BY y.seq LIMIT 1
+                                   FOR UPDATE SKIP LOCKED)
+        RETURNING x.instance_id INTO w;
+        EXIT WHEN w IS NULL;
+        -- (one that was paused, resumed or terminated meanwhile is not waiting)
+        UPDATE workflows.instances i SET wake_at = now()
+         WHERE i.id = w AND i.status = 'waiting' AND i.wake_at IS NULL;
+        IF FOUND THEN
+            PERFORM workflows._wake_at_commit();
+            EXIT;
+        END IF;
+    END LOOP;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_step_exit(text, text, text) FROM PUBLIC;
+
+/*
  * Why an instance is held back, for status() and describe(); NULL when it
  * is not (or has no flow control).
  */
@@ -1478,7 +1650,17 @@ DECLARE
     lim integer;
     running bigint;
     w timestamptz;
+    sk text;
 BEGIN
+    -- a step waiting for a slot of its key, or for its throttle's start
+    SELECT x.key INTO sk FROM workflows.flow_step_waiters x WHERE x.instance_id = instance;
+    IF sk IS NOT NULL THEN
+        RETURN format('step waiting for a concurrency slot — key "%s"', sk);
+    END IF;
+    SELECT max(x.at) INTO w FROM workflows.flow_step_grants x WHERE x.instance_id = instance;
+    IF w > now() THEN
+        RETURN format('step throttled until %s', to_char(w, 'YYYY-MM-DD HH24:MI:SS.MS TZ'));
+    END IF;
     SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance;
     IF NOT FOUND OR m.state IN ('holds', 'done') THEN
         RETURN NULL;

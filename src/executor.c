@@ -1364,6 +1364,7 @@ tick(bool *claimed)
 	bool		final;
 	bool		use_pending;
 	char	   *flow;			/* flow control: its member state, or NULL */
+	bool		flow_commit = false;	/* a step of a shared resource: commit at once */
 
 	*claimed = false;
 	inline_tick.ready = false;
@@ -1608,6 +1609,42 @@ tick(bool *claimed)
 				cur.pending_step = true;
 				break;
 			}
+			/* a step of a shared resource: its slot or throttle first (flow.c) */
+			if (a->config.conc_limit > 0 || a->config.thr_limit > 0)
+			{
+				TimestampTz until;
+				WfStepGate	gate = wf_flow_step_enter(id, a, &until);
+				bool		ran;
+
+				if (gate == WF_STEP_WAIT)
+				{
+					/* waits without an executor: woken by the step that frees a slot */
+					out.status = "waiting";
+					out.wake_at = until;
+					flow_commit = true;
+					break;
+				}
+				if (gate == WF_STEP_COMMIT_FIRST)
+				{
+					out.status = "running";
+					again = true;
+					cur.pending_step = true;
+					break;
+				}
+				ran = run_step(id, owner, a, &retry_at, WF_AS_STEP);
+				wf_flow_step_exit(id, a);
+				/* commit now: that frees the slot, and wakes the next waiter */
+				flow_commit = true;
+				if (!ran)
+				{
+					out.status = "waiting";
+					out.wake_at = retry_at;
+					break;
+				}
+				out.status = "running";
+				again = true;
+				break;
+			}
 			if (!run_step(id, owner, a, &retry_at, WF_AS_STEP))
 			{
 				out.status = "waiting";
@@ -1715,6 +1752,13 @@ tick(bool *claimed)
 		return true;
 	}
 	MemoryContextSwitchTo(tickcxt);
+	if (flow_commit && !again)
+	{
+		cur.valid = false;
+		if (instance_done(id, final, out.wake_at != 0))
+			end_batch();
+		return true;
+	}
 	if (again)
 	{
 		/* more of this instance: its next step commits on its own */

@@ -168,3 +168,71 @@ wf_flow_wake_at_commit(PG_FUNCTION_ARGS)
 	wf_wake_at_commit();
 	PG_RETURN_VOID();
 }
+
+/* ---- steps that share a resource: "concurrency" and "throttle" in a step's config ---- */
+
+static WfQuery q_flow_step_enter = {
+	"SELECT workflows._flow_step_enter($1, $2, $3, $4, $5, $6, $7)",
+	7, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, INT4OID, INT8OID}, NULL
+};
+
+static WfQuery q_flow_step_exit = {
+	"SELECT workflows._flow_step_exit($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
+};
+
+/*
+ * Before a step with a "concurrency" or "throttle" key runs, in the tick's
+ * transaction: take one of the key's slots (a transaction-level advisory
+ * lock, held until the step's transaction commits) and its throttle's start.
+ * WF_STEP_WAIT: the instance waits without an executor, until *until, or
+ * (*until = 0) until the step that frees a slot wakes it.
+ * WF_STEP_COMMIT_FIRST: a start was granted now; commit (the throttle's row
+ * lock must not be held while the step runs), then run the step.
+ */
+WfStepGate
+wf_flow_step_enter(const char *id, WfAction *a, TimestampTz *until)
+{
+	Datum		v[7];
+	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = a->config.conc_limit > 0 ? CStringGetTextDatum(a->config.conc_key) : (Datum) 0;
+	n[2] = a->config.conc_limit > 0 ? ' ' : 'n';
+	v[3] = Int32GetDatum(a->config.conc_limit);
+	v[4] = a->config.thr_limit > 0 ? CStringGetTextDatum(a->config.thr_key) : (Datum) 0;
+	n[4] = a->config.thr_limit > 0 ? ' ' : 'n';
+	v[5] = Int32GetDatum(a->config.thr_limit);
+	v[6] = Int64GetDatum(a->config.thr_period_ms);
+	wf_query(&q_flow_step_enter, v, n, 1);
+	d = wf_get_datum(0, 1, &isnull);
+	*until = 0;
+	if (isnull)
+		return WF_STEP_GO;
+	if (TIMESTAMP_IS_NOBEGIN(DatumGetTimestampTz(d)))
+		return WF_STEP_COMMIT_FIRST;
+	if (!TIMESTAMP_IS_NOEND(DatumGetTimestampTz(d)))
+		*until = DatumGetTimestampTz(d);
+	return WF_STEP_WAIT;
+}
+
+/*
+ * After such a step ran (whatever its outcome), in its transaction: wake
+ * the next instance waiting for the key's slot, at commit.  The caller
+ * commits right after, which frees the slot.
+ */
+void
+wf_flow_step_exit(const char *id, WfAction *a)
+{
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = a->config.conc_limit > 0 ? CStringGetTextDatum(a->config.conc_key) : (Datum) 0;
+	n[2] = a->config.conc_limit > 0 ? ' ' : 'n';
+	wf_query(&q_flow_step_exit, v, n, 0);
+}
