@@ -9,6 +9,7 @@ OBJS = \
 	src/async.o \
 	src/crash.o \
 	src/executor.o \
+	src/flow.o \
 	src/guc.o \
 	src/http.o \
 	src/kinds.o \
@@ -35,7 +36,7 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql)) \
 	$(wildcard sql/workflows_router--*.sql)
 EXTRA_CLEAN = $(DATA_built)
 
-REGRESS = test_setup engine steps control versions security races operations describe stability
+REGRESS = test_setup engine steps control versions security races operations describe stability flow_control
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 # the step-kind registry, for extensions that add kinds of steps

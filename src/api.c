@@ -70,7 +70,9 @@ static WfQuery q_add_workflow = {
 };
 
 static WfQuery q_newest_version = {
-	"SELECT version_id, fn::oid, fn_hash FROM workflows.versions "
+	"SELECT version_id, fn::oid, fn_hash, "
+	"  (SELECT w.flow_control IS NOT NULL FROM workflows.workflows w WHERE w.name = $1) "
+	"FROM workflows.versions "
 	"WHERE workflow = $1 ORDER BY created_at DESC LIMIT 1",
 	1, {TEXTOID}, NULL
 };
@@ -413,6 +415,8 @@ wf_create(PG_FUNCTION_ARGS)
 	AclResult	aclresult;
 	char	   *result;
 	Jsonb	   *trigger = NULL;
+	Jsonb	   *options = (PG_NARGS() > 4 && !PG_ARGISNULL(4)) ? PG_GETARG_JSONB_P(4) : NULL;
+	bool		flow;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -457,6 +461,7 @@ wf_create(PG_FUNCTION_ARGS)
 				 errhint("Register it with workflows.register().")));
 	v[2] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	flow = DatumGetBool(wf_get_datum(0, 4, &isnull));
 	check_version_fn(fn, workflow);
 
 	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
@@ -476,7 +481,11 @@ wf_create(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("workflow instance \"%s\" already exists", id),
 				 errhint("Instance ids are unique; choose another id or pass NULL for a generated one.")));
-	result = spi_strdup(wf_get_text(0, 1));
+	result = wf_get_text(0, 1);
+	/* flow control (flow.c): options, debounce, singleton */
+	if (flow || options != NULL)
+		result = wf_flow_admit(result, options, caller);
+	result = spi_strdup(result);
 	wf_as_owner_end(&s);
 
 	wf_wake_at_commit();
@@ -897,6 +906,10 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	Oid			fn;
 	AclResult	aclresult;
 	MemoryContext callcxt = CurrentMemoryContext;
+	Jsonb	  **opts;
+	bool		any_options = false;
+	bool		flow;
+	HTAB	   *fresh = NULL;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -910,6 +923,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	count = JB_ROOT_COUNT(batch);
 	ids = palloc(sizeof(Datum) * Max(count, 1));
 	params = palloc(sizeof(Datum) * Max(count, 1));
+	opts = palloc(sizeof(Jsonb *) * Max(count, 1));
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = WF_MAX_ID_LEN + 1;
@@ -924,6 +938,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	{
 		JsonbValue *idv;
 		JsonbValue *pv;
+		JsonbValue *ov;
 		char	   *id;
 		bool		found;
 		Jsonb	   *p;
@@ -934,8 +949,16 @@ wf_create_batch(PG_FUNCTION_ARGS)
 			batch_error(i, "not a JSON object");
 		idv = getKeyJsonValueFromContainer(v.val.binary.data, "id", 2, NULL);
 		pv = getKeyJsonValueFromContainer(v.val.binary.data, "params", 6, NULL);
-		if ((int) JsonContainerSize(v.val.binary.data) != (idv ? 1 : 0) + (pv ? 1 : 0))
-			batch_error(i, "only the keys \"id\" and \"params\" are allowed");
+		ov = getKeyJsonValueFromContainer(v.val.binary.data, "options", 7, NULL);
+		if ((int) JsonContainerSize(v.val.binary.data) != (idv ? 1 : 0) + (pv ? 1 : 0) + (ov ? 1 : 0))
+			batch_error(i, "only the keys \"id\", \"params\" and \"options\" are allowed");
+		if (ov != NULL && ov->type != jbvNull)
+		{
+			opts[i] = JsonbValueToJsonb(ov);
+			any_options = true;
+		}
+		else
+			opts[i] = NULL;
 
 		if (idv == NULL || idv->type == jbvNull)
 			id = DatumGetCString(DirectFunctionCall1(uuid_out,
@@ -970,6 +993,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 				 errhint("Register it with workflows.register().")));
 	qv[1] = PointerGetDatum(cstring_to_text(wf_get_text(0, 1)));
 	fn = DatumGetObjectId(wf_get_datum(0, 2, &isnull));
+	flow = DatumGetBool(wf_get_datum(0, 4, &isnull));
 	check_version_fn(fn, workflow);
 	aclresult = wf_proc_aclcheck(fn, caller, ACL_EXECUTE);
 	if (aclresult != ACLCHECK_OK)
@@ -980,6 +1004,14 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	qv[4] = PointerGetDatum(construct_array(params, count, JSONBOID, -1, false, TYPALIGN_INT));
 	qv[5] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 	inserted = wf_query(&q_add_instances, qv, NULL, 0);
+	if (flow || any_options)
+	{
+		/* the ids inserted now, for flow control's hook below */
+		fresh = hash_create("workflows batch ids fresh", Max(inserted, 16), &ctl,
+							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+		for (int k = 0; k < inserted; k++)
+			(void) hash_search(fresh, wf_get_text(k, 1), HASH_ENTER, NULL);
+	}
 
 	if ((long) inserted < hash_get_num_entries(seen))
 	{
@@ -1009,6 +1041,21 @@ wf_create_batch(PG_FUNCTION_ARGS)
 				ereport(ERROR,
 						(errcode(ERRCODE_UNIQUE_VIOLATION),
 						 errmsg("workflow instance \"%s\" already exists and belongs to another role", id)));
+		}
+	}
+	/* flow control (flow.c): options, debounce, singleton, per element */
+	if (fresh != NULL)
+	{
+		for (int k = 0; k < count; k++)
+		{
+			char	   *id = TextDatumGetCString(ids[k]);
+
+			if (hash_search(fresh, id, HASH_REMOVE, NULL) == NULL)
+				continue;
+			id = wf_flow_admit(id, opts[k], caller);
+			ids[k] = PointerGetDatum(SPI_palloc(VARHDRSZ + strlen(id)));
+			SET_VARSIZE(DatumGetPointer(ids[k]), VARHDRSZ + strlen(id));
+			memcpy(VARDATA(DatumGetPointer(ids[k])), id, strlen(id));
 		}
 	}
 	wf_as_owner_end(&s);

@@ -222,6 +222,12 @@ static WfQuery q_call_end = {
 	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID}, NULL
 };
 
+/* a step of a shared resource ended its call: its place frees at commit */
+static WfQuery q_call_flow_exit = {
+	"SELECT workflows._flow_step_exit($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
+};
+
 /* the error of a failed attempt, as every step error is stored */
 static Jsonb *
 result_error(WfStepResult *r)
@@ -295,6 +301,17 @@ record(WfCall *c)
 	v[11] = JsonbPGetDatum(r->attempt_detail);
 	n[11] = r->attempt_detail ? ' ' : 'n';
 	wf_query(&q_call_end, v, n, 0);
+	if (c->config.conc_limit > 0 || c->config.thr_limit > 0)
+	{
+		Datum		f[3];
+		char		fn[3] = {' ', ' ', ' '};
+
+		f[0] = v[0];
+		f[1] = v[1];
+		f[2] = c->config.conc_limit > 0 ? CStringGetTextDatum(c->config.conc_key) : (Datum) 0;
+		fn[2] = c->config.conc_limit > 0 ? ' ' : 'n';
+		wf_query(&q_call_flow_exit, f, fn, 0);
+	}
 	if (wf_log_level >= WF_LOG_FAILURES && !r->ok)
 		ereport(LOG,
 				(errmsg("workflows: %s step \"%s\" of instance \"%s\", attempt %d: %s",

@@ -96,9 +96,10 @@
 
 #define INSTANCE_COLUMNS \
 	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
-	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id " \
+	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id, f.state " \
 	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
-	"LEFT JOIN workflows.requests r ON r.instance_id = i.id "
+	"LEFT JOIN workflows.requests r ON r.instance_id = i.id " \
+	"LEFT JOIN workflows.flow_members f ON f.instance_id = i.id "
 
 static WfQuery q_claim_any = {
 	INSTANCE_COLUMNS
@@ -1537,6 +1538,8 @@ tick(bool *claimed)
 	bool		terminated;
 	bool		final;
 	bool		use_pending;
+	char	   *flow;			/* flow control: its member state, or NULL */
+	bool		flow_commit = false;	/* a step of a shared resource: commit at once */
 
 	*claimed = false;
 	inline_tick.ready = false;
@@ -1591,6 +1594,7 @@ tick(bool *claimed)
 	fn_hash = DatumGetInt64(wf_get_datum(0, 10, &isnull));
 	code = wf_get_text(0, 11);
 	version = wf_get_text(0, 12);
+	flow = wf_get_text(0, 13);
 	event = make_event(id, wf_get_jsonb(0, 4),
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
 
@@ -1614,6 +1618,21 @@ tick(bool *claimed)
 		terminated = (strcmp(status, "terminated") == 0);
 		cur.valid = false;
 		return instance_done(id, terminated, false);
+	}
+
+	/*
+	 * Flow control (flow.c): an instance that holds no slot takes its slots
+	 * first, or is delayed or held back; committed at once, so that the
+	 * workflow's bookkeeping lock is held only that long.
+	 */
+	if (flow != NULL && strcmp(flow, "holds") != 0)
+	{
+		bool		may_run = wf_flow_acquire(id);
+
+		cur.valid = false;
+		if (instance_done(id, false, !may_run))
+			end_batch();
+		return true;
 	}
 
 	if (strcmp(status, "queued") == 0)
@@ -1765,16 +1784,63 @@ tick(bool *claimed)
 				cur.pending_step = true;
 				break;
 			}
+			/* a step of a shared resource: its slot or throttle first (flow.c) */
+			if (a->config.conc_limit > 0 || a->config.thr_limit > 0)
+			{
+				TimestampTz until;
+				WfStepGate	gate = wf_flow_step_enter(id, a, &until);
+
+				if (gate == WF_STEP_WAIT)
+				{
+					/* waits without an executor: woken by the step that frees a slot */
+					out.status = "waiting";
+					out.wake_at = until;
+					flow_commit = true;
+					break;
+				}
+				if (gate == WF_STEP_COMMIT_FIRST)
+				{
+					out.status = "running";
+					again = true;
+					cur.pending_step = true;
+					break;
+				}
+			}
 			if (a->step_kind->run == NULL)
 			{
-				/* out of transaction: sent after this commit (async.c) */
+				/*
+				 * Out of transaction: sent after this commit (async.c).  Its
+				 * slot of a shared resource is its "calling" row, freed when
+				 * the call is recorded (async.c): commit at once, so that
+				 * others count it.
+				 */
 				WfMemo	   *memo;
 
+				if (a->config.conc_limit > 0 || a->config.thr_limit > 0)
+					flow_commit = true;
 				if (start_call(id, owner, a, &retry_at))
 					continue;
 				memo = wf_replay_memo(a->key, false);
 				out.status = (memo != NULL && memo->status == 'r') ? "waiting" : "running";
 				out.wake_at = retry_at;
+				break;
+			}
+			if (a->config.conc_limit > 0 || a->config.thr_limit > 0)
+			{
+				bool		ran;
+
+				ran = run_step(id, owner, a, &retry_at, WF_AS_STEP);
+				wf_flow_step_exit(id, a);
+				/* commit now: that frees the slot, and wakes the next waiter */
+				flow_commit = true;
+				if (!ran)
+				{
+					out.status = "waiting";
+					out.wake_at = retry_at;
+					break;
+				}
+				out.status = "running";
+				again = true;
 				break;
 			}
 			if (!run_step(id, owner, a, &retry_at, WF_AS_STEP))
@@ -1872,7 +1938,25 @@ tick(bool *claimed)
 				(errmsg("workflows: instance \"%s\" is %s", id, out.status)));
 	}
 	final = !is_runnable_status(out.status);
+	/* flow control (flow.c): not running any more, its slots go to the next */
+	if (flow != NULL && strcmp(out.status, "running") != 0)
+	{
+		if (wf_flow_release(id, out.status) > 0)
+			batch.wake_database = true;
+		MemoryContextSwitchTo(tickcxt);
+		cur.valid = false;
+		if (instance_done(id, final, true))
+			end_batch();
+		return true;
+	}
 	MemoryContextSwitchTo(tickcxt);
+	if (flow_commit && !again)
+	{
+		cur.valid = false;
+		if (instance_done(id, final, out.wake_at != 0))
+			end_batch();
+		return true;
+	}
 	if (again)
 	{
 		/* more of this instance: its next step commits on its own */
@@ -1981,6 +2065,8 @@ safe_tick(bool *claimed)
 														failures, edata->message),
 											   "Fix the cause, then run workflows.restart() on the instance."));
 			wf_query(&q_park_failed, v, NULL, 0);
+			/* flow control: an errored instance frees its slots (flow.c) */
+			(void) wf_flow_release(id, "errored");
 			seen[k].id[0] = '\0';
 			if (wf_notify)
 				notify_final(id, "errored");

@@ -23,6 +23,7 @@
 #include <math.h>
 
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/datetime.h"
 #include "utils/numeric.h"
 
@@ -180,6 +181,81 @@ parse_retries(JsonbContainer *jc, WfStepConfig *cfg)
 }
 
 /*
+ * "concurrency": {"limit": N, "key": "<name>"} or "throttle": {"limit": N,
+ * "period": <duration>, "key": "<name>"}: a limit shared by every step of
+ * the database that names the same key (flow.c).
+ */
+static void
+parse_step_limit(JsonbValue *v, const char *what, WfStepConfig *cfg)
+{
+	bool		throttle = strcmp(what, "throttle") == 0;
+	JsonbIterator *it;
+	JsonbValue	k,
+				x;
+	JsonbIteratorToken tok;
+	int			limit = 0;
+	int64		period = -1;
+	char	   *key = NULL;
+
+	if (v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		config_error(what, "must be a JSON object");
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &k, true)) != WJB_DONE)
+	{
+		if (tok != WJB_KEY)
+			continue;
+		tok = JsonbIteratorNext(&it, &x, true);
+		if (key_is(&k, "limit"))
+		{
+			double		f = -1;
+
+			if (x.type == jbvNumeric)
+				f = DatumGetFloat8(DirectFunctionCall1(numeric_float8,
+													   NumericGetDatum(x.val.numeric)));
+			if (isnan(f) || f < 1 || f != floor(f) || f > (throttle ? 10000 : 1000))
+				config_error(psprintf("%s.limit", what),
+							 throttle ? "must be a whole number from 1 to 10000" :
+							 "must be a whole number from 1 to 1000");
+			limit = (int) f;
+		}
+		else if (key_is(&k, "key"))
+		{
+			if (x.type != jbvString || x.val.string.len < 1 ||
+				x.val.string.len > WF_MAX_FLOW_KEY_LEN)
+				config_error(psprintf("%s.key", what), "must be a string of 1 to 200 bytes");
+			key = pnstrdup(x.val.string.val, x.val.string.len);
+		}
+		else if (throttle && key_is(&k, "period"))
+		{
+			period = duration_ms(&x, "throttle.period");
+			if (period <= 0)
+				config_error("throttle.period", "must be positive");
+		}
+		else
+			config_error(key_str(throttle ? "throttle." : "concurrency.", &k), "is not a known key");
+	}
+	if (limit == 0)
+		config_error(psprintf("%s.limit", what), "is required");
+	if (key == NULL)
+		config_error(psprintf("%s.key", what), "is required");
+	if (throttle && period < 0)
+		config_error("throttle.period", "is required");
+	if (throttle)
+	{
+		cfg->thr_limit = limit;
+		cfg->thr_period_ms = period;
+		strlcpy(cfg->thr_key, key, sizeof(cfg->thr_key));
+	}
+	else
+	{
+		cfg->conc_limit = limit;
+		strlcpy(cfg->conc_key, key, sizeof(cfg->conc_key));
+	}
+	/* it must wait for its slot outside any run in place */
+	cfg->inline_ok = false;
+}
+
+/*
  * Fill cfg from a step's config argument (NULL: all defaults).  Errors name
  * the offending key.
  */
@@ -197,6 +273,11 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 	cfg->timeout_ms = WF_DEFAULT_TIMEOUT_MS;
 	cfg->inline_ok = true;
 	cfg->timeout_set = false;
+	cfg->conc_limit = 0;
+	cfg->conc_key[0] = '\0';
+	cfg->thr_limit = 0;
+	cfg->thr_period_ms = 0;
+	cfg->thr_key[0] = '\0';
 
 	/* JSON null, as config->'x' gives for a missing key: the defaults */
 	if (config == NULL || (JB_ROOT_IS_SCALAR(config) && is_json_null(config)))
@@ -229,9 +310,17 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 				config_error("inline", "must be true or false");
 			cfg->inline_ok = v.val.boolean;
 		}
+		else if (key_is(&k, "concurrency") || key_is(&k, "throttle"))
+		{
+			if (v.type == jbvNull)
+				continue;
+			parse_step_limit(&v, key_is(&k, "throttle") ? "throttle" : "concurrency", cfg);
+		}
 		else
 			config_error(key_str("", &k), "is not a known key");
 	}
+	if (cfg->conc_limit > 0 || cfg->thr_limit > 0)
+		cfg->inline_ok = false;
 }
 
 /* the effective configuration, as stored with the step */
@@ -239,15 +328,31 @@ Jsonb *
 wf_step_config_jsonb(const WfStepConfig *cfg)
 {
 	static const char *const names[] = {"constant", "linear", "exponential"};
-	char		buf[256];
+	StringInfoData buf;
 
 	/* "inline" only when it is not the default, as older steps have none */
-	snprintf(buf, sizeof(buf),
-			 "{\"retries\": {\"limit\": %d, \"delay\": " INT64_FORMAT
-			 ", \"backoff\": \"%s\"}, \"timeout\": " INT64_FORMAT "%s}",
-			 cfg->retries_limit, cfg->delay_ms, names[cfg->backoff],
-			 cfg->timeout_ms, cfg->inline_ok ? "" : ", \"inline\": false");
-	return wf_cstring_jsonb(buf);
+	initStringInfo(&buf);
+	appendStringInfo(&buf,
+					 "{\"retries\": {\"limit\": %d, \"delay\": " INT64_FORMAT
+					 ", \"backoff\": \"%s\"}, \"timeout\": " INT64_FORMAT "%s",
+					 cfg->retries_limit, cfg->delay_ms, names[cfg->backoff],
+					 cfg->timeout_ms, cfg->inline_ok ? "" : ", \"inline\": false");
+	/* flow control of a shared resource, when set */
+	if (cfg->conc_limit > 0)
+	{
+		appendStringInfo(&buf, ", \"concurrency\": {\"limit\": %d, \"key\": ", cfg->conc_limit);
+		escape_json(&buf, cfg->conc_key);
+		appendStringInfoChar(&buf, '}');
+	}
+	if (cfg->thr_limit > 0)
+	{
+		appendStringInfo(&buf, ", \"throttle\": {\"limit\": %d, \"period\": " INT64_FORMAT
+						 ", \"key\": ", cfg->thr_limit, cfg->thr_period_ms);
+		escape_json(&buf, cfg->thr_key);
+		appendStringInfoChar(&buf, '}');
+	}
+	appendStringInfoChar(&buf, '}');
+	return wf_cstring_jsonb(buf.data);
 }
 
 /*

@@ -252,6 +252,9 @@ typedef enum WfBackoff
 	WF_BACKOFF_EXPONENTIAL
 } WfBackoff;
 
+/* the longest key of a step's "concurrency" or "throttle" */
+#define WF_MAX_FLOW_KEY_LEN		200
+
 typedef struct WfStepConfig
 {
 	int			retries_limit;	/* retries after the first attempt */
@@ -261,6 +264,12 @@ typedef struct WfStepConfig
 	bool		inline_ok;		/* may run in place (replay.c); false for a
 								 * step that acts outside the database */
 	bool		timeout_set;	/* "timeout" was given */
+	/* flow control of a shared resource (flow.c): 0 limit = none */
+	int			conc_limit;
+	char		conc_key[WF_MAX_FLOW_KEY_LEN + 1];
+	int			thr_limit;
+	int64		thr_period_ms;
+	char		thr_key[WF_MAX_FLOW_KEY_LEN + 1];
 } WfStepConfig;
 
 extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
@@ -288,6 +297,20 @@ extern bool wf_can_see(Oid owner, Oid role);
 extern Jsonb *wf_error_jsonb(ErrorData *edata);
 extern Jsonb *wf_cstring_jsonb(const char *json);
 extern int64 wf_function_hash(Oid fn);
+
+/* ---- flow.c: flow control's hooks (sql/install/45_flow_control.sql) ---- */
+extern char *wf_flow_admit(const char *id, Jsonb *options, Oid caller);
+extern bool wf_flow_acquire(const char *id);
+extern int	wf_flow_release(const char *id, const char *status);
+struct WfAction;
+typedef enum WfStepGate
+{
+	WF_STEP_GO,					/* run the step now */
+	WF_STEP_WAIT,				/* wait: *until, or 0 for a free slot */
+	WF_STEP_COMMIT_FIRST		/* a start was granted: commit, then run */
+} WfStepGate;
+extern WfStepGate wf_flow_step_enter(const char *id, struct WfAction *a, TimestampTz *until);
+extern void wf_flow_step_exit(const char *id, struct WfAction *a);
 
 /* ---- step.c ---- */
 extern Jsonb *wf_datum_to_jsonb(Datum value, Oid typid, bool isnull);

@@ -12,13 +12,13 @@ COMMENT ON FUNCTION workflows.register(text, regprocedure) IS
     'register fn(jsonb) as the newest version of workflow "name"; returns the version id';
 
 CREATE FUNCTION workflows.create(workflow text, params jsonb DEFAULT '{}', id text DEFAULT NULL,
-                                 trigger jsonb DEFAULT NULL)
+                                 trigger jsonb DEFAULT NULL, options jsonb DEFAULT NULL)
     RETURNS text
     LANGUAGE c VOLATILE
     SET search_path = pg_catalog, workflows, pg_temp
     AS 'MODULE_PATHNAME', 'wf_create';
-COMMENT ON FUNCTION workflows.create(text, jsonb, text, jsonb) IS
-    'create an instance of a workflow; it starts when the transaction commits; returns its id';
+COMMENT ON FUNCTION workflows.create(text, jsonb, text, jsonb, jsonb) IS
+    'create an instance of a workflow; it starts when the transaction commits (options: priority, delay, startAt); returns its id';
 
 CREATE FUNCTION workflows.send_event(instance text, type text, payload jsonb DEFAULT NULL)
     RETURNS void

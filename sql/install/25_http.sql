@@ -14,6 +14,8 @@ $$;
 
 -- what a step of a plugin kind (HTTP) asked for; secrets appear only by name
 ALTER TABLE workflows.steps ADD COLUMN request jsonb;
+-- the steps whose call is in flight (few): counted by step-level flow control
+CREATE INDEX steps_calling ON workflows.steps (instance_id) WHERE status = 'calling';
 -- what the kind reported about the attempt (HTTP: {"httpStatus": 200})
 ALTER TABLE workflows.attempts ADD COLUMN detail jsonb;
 

@@ -12,6 +12,7 @@ DECLARE
     i workflows.instances;
     f record;
     steps jsonb;
+    held text;
 BEGIN
     SELECT * INTO i FROM workflows.instances WHERE instances.id = status.id;
     IF NOT FOUND THEN
@@ -56,6 +57,9 @@ BEGIN
                            THEN '{"handled": true}'::jsonb ELSE '{}' END
                    ORDER BY s.seq)
           FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
+    IF i.status IN ('queued', 'running', 'waiting') THEN
+        held := workflows._flow_reason(i.id);
+    END IF;
     -- what an executor is doing right now (not committed yet)
     IF i.status IN ('queued', 'running', 'waiting') THEN
         SELECT * INTO f FROM workflows._in_flight() x WHERE x.instance = i.id;
@@ -85,7 +89,9 @@ BEGIN
                                  WHEN 'terminated' THEN false END,
         'steps', steps,
         'error', i.error,
-        'output', i.output);
+        'output', i.output)
+        -- flow control: why it is held back (sql/install/45_flow_control.sql)
+        || CASE WHEN held IS NOT NULL THEN jsonb_build_object('heldBack', held) ELSE '{}' END;
 END
 $$;
 COMMENT ON FUNCTION workflows.status(text) IS

@@ -75,6 +75,11 @@ BEGIN
     ELSE
         new_status := i.status;
     END IF;
+    -- flow control: a paused, terminated or restarted instance frees its slots
+    IF new_status IS DISTINCT FROM i.status OR command = 'restart' THEN
+        PERFORM workflows._flow_release(instance, new_status)
+          FROM workflows.flow_members f WHERE f.instance_id = instance;
+    END IF;
     RETURN new_status;
 END
 $$;

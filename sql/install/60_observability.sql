@@ -123,6 +123,10 @@ BEGIN
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
             END;
     END IF;
+    -- flow control: why it is held back (sql/install/45_flow_control.sql)
+    IF i.status IN ('queued', 'running', 'waiting') AND workflows._flow_reason(i.id) IS NOT NULL THEN
+        state := state || ': ' || workflows._flow_reason(i.id);
+    END IF;
     -- what an executor is doing right now (not committed yet)
     SELECT x.step, x.since INTO f_step, f_since FROM workflows._in_flight() x WHERE x.instance = i.id;
     IF FOUND AND i.status IN ('queued', 'running', 'waiting') THEN

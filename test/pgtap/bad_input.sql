@@ -220,7 +220,7 @@ SELECT throws_ok($$SELECT * FROM workflows.create_batch('bad-run', '[{"id": "nb-
     '22023', 'invalid instance 2 in batch: not a JSON object',
     'create_batch: an element that is not an object');
 SELECT throws_ok($$SELECT * FROM workflows.create_batch('bad-run', '[{"id": "nb-1", "param": {}}]')$$,
-    '22023', 'invalid instance 1 in batch: only the keys "id" and "params" are allowed',
+    '22023', 'invalid instance 1 in batch: only the keys "id", "params" and "options" are allowed',
     'create_batch: an unknown key');
 SELECT throws_ok($$SELECT * FROM workflows.create_batch('bad-run', '[{"id": 1}]')$$,
     '22023', 'invalid instance 1 in batch: "id" must be a string of 1 to 200 bytes',

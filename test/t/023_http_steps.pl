@@ -308,6 +308,23 @@ SELECT workflows.create('use_unknown', '{}', 'plugin2');
 		'40', '40 slow requests at once all complete');
 }
 
+# ---- a step-level concurrency limit holds its place while the call is in flight ----
+{
+	my @ids = map { create({ url => "$base/delay?ms=300" },
+						   { concurrency => { limit => 2, key => 'slow-api' } }) } 1 .. 8;
+	wait_final($_) for @ids;
+	my $list = "'" . join("','", @ids) . "'";
+	is($node->safe_psql('postgres',
+		"SELECT count(*) FROM workflows.instances WHERE id IN ($list) AND status = 'complete'"),
+		'8', 'HTTP steps under a step concurrency limit all complete');
+	is($node->safe_psql('postgres', qq{
+		SELECT max(n) FROM (SELECT (SELECT count(*) FROM workflows.attempts b
+		                             WHERE b.instance_id IN ($list)
+		                               AND b.started_at <= a.started_at AND b.ended_at > a.started_at) AS n
+		                      FROM workflows.attempts a WHERE a.instance_id IN ($list)) x}),
+		'2', '... and never more than 2 calls were in flight at once');
+}
+
 # ---- SIGKILL of the executor while the server holds the response ----
 {
 	my $id = create({ url => "$base/delay?ms=4000", timeout => '6 seconds' },

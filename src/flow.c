@@ -1,0 +1,240 @@
+/*-------------------------------------------------------------------------
+ *
+ * flow.c
+ *	  Flow control: the claim policy's hooks (DESIGN.md section 8).
+ *
+ * The bookkeeping -- concurrency slots per key, throttles, priority,
+ * debounce, singleton -- is SQL in sql/install/45_flow_control.sql, run at
+ * four well-defined points, each of them here:
+ *
+ *	- create() / create_batch(): wf_flow_admit() applies the create options
+ *	  and the workflow's debounce and singleton (only for a workflow with
+ *	  flow control or a create with options: nothing otherwise);
+ *	- an executor claims an instance with flow control that holds no slot:
+ *	  wf_flow_acquire() takes its slots (or delays or holds it back), and
+ *	  the executor commits at once;
+ *	- a tick leaves such an instance sleeping, waiting, paused or final:
+ *	  wf_flow_release() frees its slots and hands them to the instances
+ *	  held back for them, in the same transaction (the executor commits at
+ *	  once and wakes the others at commit);
+ *	- workflows.set_flow_control(), the SQL-callable entry point, checks the
+ *	  caller and runs _flow_set() as the extension's owner.
+ *
+ * Instances of workflows without flow control have no row in
+ * workflows.flow_members: the executor's claim finds none in its join and
+ * calls nothing here.
+ *
+ * IDENTIFICATION
+ *	  src/flow.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "workflows.h"
+
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+
+PG_FUNCTION_INFO_V1(wf_set_flow_control);
+PG_FUNCTION_INFO_V1(wf_flow_wake_at_commit);
+
+static WfQuery q_flow_admit = {
+	"SELECT workflows._flow_admit($1, $2, $3)",
+	3, {TEXTOID, JSONBOID, OIDOID}, NULL
+};
+
+static WfQuery q_flow_acquire = {
+	"SELECT workflows._flow_acquire($1)",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_flow_release = {
+	"SELECT workflows._flow_release($1, $2)",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_flow_workflow = {
+	"SELECT owner::oid FROM workflows.workflows WHERE name = $1 FOR UPDATE",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_flow_set = {
+	"SELECT workflows._flow_set($1, $2)",
+	2, {TEXTOID, JSONBOID}, NULL
+};
+
+/*
+ * create()'s hook, right after it inserted instance id (as the extension's
+ * owner, connected to SPI).  Returns the id create() returns, palloc'd in
+ * the current memory context (SPI's: the caller copies it out).
+ */
+char *
+wf_flow_admit(const char *id, Jsonb *options, Oid caller)
+{
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = options ? JsonbPGetDatum(options) : (Datum) 0;
+	n[1] = options ? ' ' : 'n';
+	v[2] = ObjectIdGetDatum(caller);
+	wf_query(&q_flow_admit, v, n, 1);
+	return wf_get_text(0, 1);
+}
+
+/*
+ * The executor's hook for a claimed instance that has flow control and
+ * holds no slot, in the tick's transaction, with the instance's row locked.
+ * Returns true if it holds its slots now and may run; false if it was
+ * delayed by a throttle (wake_at in the future) or held back (wake_at
+ * NULL).  The caller commits right after: the workflow's bookkeeping lock
+ * is held until then.
+ */
+bool
+wf_flow_acquire(const char *id)
+{
+	Datum		v[1];
+	bool		isnull;
+
+	v[0] = CStringGetTextDatum(id);
+	wf_query(&q_flow_acquire, v, NULL, 1);
+	return DatumGetBool(wf_get_datum(0, 1, &isnull));
+}
+
+/*
+ * The executor's hook for an instance with flow control that its tick left
+ * in a status other than running: frees its slots and promotes the next
+ * instances held back for them.  Returns how many were promoted.  The
+ * caller commits right after.
+ */
+int
+wf_flow_release(const char *id, const char *status)
+{
+	Datum		v[2];
+	bool		isnull;
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(status);
+	wf_query(&q_flow_release, v, NULL, 1);
+	return DatumGetInt32(wf_get_datum(0, 1, &isnull));
+}
+
+/*
+ * workflows.set_flow_control(workflow text, config jsonb) returns void
+ *
+ * For the workflow's owner or a member of workflows_admin; the config is
+ * validated by _flow_set() (errors name the offending key, SQLSTATE 22023)
+ * before anything changes.
+ */
+Datum
+wf_set_flow_control(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *workflow;
+	WfAsOwner	s;
+	Datum		v[2];
+	char		n[2] = {' ', ' '};
+	bool		isnull;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("workflow name must not be null")));
+	workflow = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	wf_as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(workflow);
+	if (wf_query(&q_flow_workflow, v, NULL, 1) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("workflow \"%s\" does not exist", workflow),
+				 errhint("Register it with workflows.register().")));
+	if (!wf_can_see(DatumGetObjectId(wf_get_datum(0, 1, &isnull)), caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for workflow \"%s\"", workflow),
+				 errdetail("Only its owner and members of workflows_admin may set its flow control.")));
+	v[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
+	n[1] = PG_ARGISNULL(1) ? 'n' : ' ';
+	wf_query(&q_flow_set, v, n, 0);
+	wf_as_owner_end(&s);
+	PG_RETURN_VOID();
+}
+
+/* workflows._wake_at_commit(): the executors, when the caller commits */
+Datum
+wf_flow_wake_at_commit(PG_FUNCTION_ARGS)
+{
+	wf_wake_at_commit();
+	PG_RETURN_VOID();
+}
+
+/* ---- steps that share a resource: "concurrency" and "throttle" in a step's config ---- */
+
+static WfQuery q_flow_step_enter = {
+	"SELECT workflows._flow_step_enter($1, $2, $3, $4, $5, $6, $7, $8)",
+	8, {TEXTOID, TEXTOID, TEXTOID, INT4OID, TEXTOID, INT4OID, INT8OID, BOOLOID}, NULL
+};
+
+static WfQuery q_flow_step_exit = {
+	"SELECT workflows._flow_step_exit($1, $2, $3)",
+	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
+};
+
+/*
+ * Before a step with a "concurrency" or "throttle" key runs, in the tick's
+ * transaction: take one of the key's slots (a transaction-level advisory
+ * lock, held until the step's transaction commits) and its throttle's start.
+ * WF_STEP_WAIT: the instance waits without an executor, until *until, or
+ * (*until = 0) until the step that frees a slot wakes it.
+ * WF_STEP_COMMIT_FIRST: a start was granted now; commit (the throttle's row
+ * lock must not be held while the step runs), then run the step.
+ */
+WfStepGate
+wf_flow_step_enter(const char *id, WfAction *a, TimestampTz *until)
+{
+	Datum		v[8];
+	char		n[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+	Datum		d;
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = a->config.conc_limit > 0 ? CStringGetTextDatum(a->config.conc_key) : (Datum) 0;
+	n[2] = a->config.conc_limit > 0 ? ' ' : 'n';
+	v[3] = Int32GetDatum(a->config.conc_limit);
+	v[4] = a->config.thr_limit > 0 ? CStringGetTextDatum(a->config.thr_key) : (Datum) 0;
+	n[4] = a->config.thr_limit > 0 ? ' ' : 'n';
+	v[5] = Int32GetDatum(a->config.thr_limit);
+	v[6] = Int64GetDatum(a->config.thr_period_ms);
+	/* an out-of-transaction step (HTTP) holds its place while it calls */
+	v[7] = BoolGetDatum(a->step_kind != NULL && a->step_kind->run == NULL);
+	wf_query(&q_flow_step_enter, v, n, 1);
+	d = wf_get_datum(0, 1, &isnull);
+	*until = 0;
+	if (isnull)
+		return WF_STEP_GO;
+	if (TIMESTAMP_IS_NOBEGIN(DatumGetTimestampTz(d)))
+		return WF_STEP_COMMIT_FIRST;
+	if (!TIMESTAMP_IS_NOEND(DatumGetTimestampTz(d)))
+		*until = DatumGetTimestampTz(d);
+	return WF_STEP_WAIT;
+}
+
+/*
+ * After such a step ran (whatever its outcome), in its transaction: wake
+ * the next instance waiting for the key's slot, at commit.  The caller
+ * commits right after, which frees the slot.
+ */
+void
+wf_flow_step_exit(const char *id, WfAction *a)
+{
+	Datum		v[3];
+	char		n[3] = {' ', ' ', ' '};
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = a->config.conc_limit > 0 ? CStringGetTextDatum(a->config.conc_key) : (Datum) 0;
+	n[2] = a->config.conc_limit > 0 ? ' ' : 'n';
+	wf_query(&q_flow_step_exit, v, n, 0);
+}
