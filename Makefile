@@ -6,6 +6,7 @@ EXTENSION = workflows workflows_router
 MODULE_big = workflows
 OBJS = \
 	src/api.o \
+	src/compose.o \
 	src/crash.o \
 	src/executor.o \
 	src/guc.o \
@@ -31,7 +32,7 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql)) \
 	$(wildcard sql/workflows_router--*.sql)
 EXTRA_CLEAN = $(DATA_built)
 
-REGRESS = test_setup engine steps control versions security races operations describe stability
+REGRESS = test_setup engine steps control versions security races operations describe stability composition
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 PG_CONFIG ?= pg_config

@@ -178,7 +178,20 @@ BEGIN
                                  WHEN 'terminated' THEN false END,
         'steps', steps,
         'error', i.error,
-        'output', i.output);
+        'output', i.output)
+        -- lineage (workflows.spawn()): the parent, and the first 1000 children
+        -- (workflows.list(parent => id) pages through all of them)
+        || CASE WHEN i.parent IS NOT NULL
+                THEN jsonb_build_object('parent', i.parent, 'root', i.root, 'depth', i.depth)
+                ELSE '{}' END
+        || COALESCE((SELECT jsonb_build_object('children', jsonb_agg(jsonb_build_object(
+                                'id', c.id, 'workflow', c.workflow, 'status', c.status)
+                                ORDER BY c.created_at, c.id))
+                       FROM (SELECT c.id, c.workflow, c.status, c.created_at
+                               FROM workflows.instances c
+                              WHERE c.parent = i.id
+                              ORDER BY c.created_at, c.id LIMIT 1000) c
+                     HAVING count(*) > 0), '{}');
 END
 $$;
 COMMENT ON FUNCTION workflows.status(text) IS
@@ -249,6 +262,9 @@ BEGIN
                 to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
             WHEN cur.type = 'sleep' THEN format(': sleeping in step "%s" until %s',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
+            WHEN cur.type = 'await' THEN format(': awaiting instances in step "%s"', cur.key)
+                || CASE WHEN cur.wake_at < 'infinity' THEN ' until '
+                        || to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ') ELSE '' END
             ELSE format(': step "%s" will retry at %s (attempt %s failed)',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
             END;
@@ -313,6 +329,30 @@ BEGIN
             RETURN NEXT rpad('  hint', label_width) || workflows._fmt_line(i.error->>'hint');
         END IF;
     END IF;
+
+    -- lineage: the parent, and the tree of descendants (the first 100)
+    IF i.parent IS NOT NULL THEN
+        RETURN NEXT rpad('parent', label_width) || i.parent
+                    || format(' (root %s, depth %s)', i.root, i.depth);
+    END IF;
+    FOR trg IN
+        WITH RECURSIVE t(id, workflow, status, lvl, path) AS (
+            SELECT c.id, c.workflow, c.status, 1, ARRAY[c.created_at::text || c.id]
+              FROM workflows.instances c WHERE c.parent = i.id
+            UNION ALL
+            SELECT c.id, c.workflow, c.status, t.lvl + 1, t.path || (c.created_at::text || c.id)
+              FROM workflows.instances c JOIN t ON c.parent = t.id
+             WHERE t.lvl < 20)
+        SELECT repeat('  ', t.lvl - 1) || '└ ' || t.id || '  ' || t.workflow || '  ' || t.status
+          FROM t ORDER BY t.path LIMIT 100
+    LOOP
+        IF nsteps = 0 THEN
+            RETURN NEXT 'children';
+            nsteps := -1;
+        END IF;
+        RETURN NEXT '  ' || trg;
+    END LOOP;
+    nsteps := 0;
 
     -- the steps
     FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id ORDER BY s.seq LOOP
@@ -394,11 +434,15 @@ BEGIN
         UPDATE workflows.instances
            SET status = 'paused', wake_at = NULL, waiting_for = NULL, revision = revision + 1
          WHERE id = instance;
+        PERFORM workflows._cascade(instance, 'pause');
     ELSIF command = 'resume' AND i.status = 'paused' THEN
         new_status := CASE WHEN i.started_at IS NULL THEN 'queued' ELSE 'running' END;
+        -- (a child a bounded map holds back stays held)
         UPDATE workflows.instances
-           SET status = new_status, wake_at = now(), revision = revision + 1
+           SET status = new_status, wake_at = CASE WHEN held THEN NULL ELSE now() END,
+               revision = revision + 1
          WHERE id = instance;
+        PERFORM workflows._cascade(instance, 'resume');
     ELSIF command = 'terminate' AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
         new_status := 'terminated';
         UPDATE workflows.instances
@@ -408,6 +452,12 @@ BEGIN
         -- like the executors' notice of complete and errored instances
         IF current_setting('workflows.notify')::boolean THEN
             PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
+        END IF;
+        -- its parent learns it ended; its live descendants end too, unless
+        -- terminate(id, cascade => false) asked to leave them (from_step '')
+        PERFORM workflows._child_final(instance);
+        IF from_step IS NULL THEN
+            PERFORM workflows._cascade(instance, 'terminate');
         END IF;
     ELSIF command = 'restart' THEN
         IF from_step IS NOT NULL THEN
@@ -747,3 +797,265 @@ CREATE FUNCTION workflows.executor_status(OUT datname text, OUT configured integ
 COMMENT ON FUNCTION workflows.executor_status() IS
     'per database with the extension: executors configured and running, failed worker starts, and why fewer run than configured';
 GRANT EXECUTE ON FUNCTION workflows.executor_status() TO PUBLIC;
+
+-- composition (issue 15)
+
+/*
+ * Lineage.  A child records its parent, the root of its tree, its depth
+ * (the root is 0) and the key of the parent's step that spawned it.  A
+ * child of a bounded map waits "held" (queued, no wake time) until a
+ * sibling ends (src/compose.c).  No foreign key to the parent: a parent may
+ * be erased or purged before its children, and instances stay keyed by
+ * their own id (DESIGN.md, section 4).
+ */
+ALTER TABLE workflows.instances
+    ADD COLUMN parent text,
+    ADD COLUMN root text,
+    ADD COLUMN depth integer NOT NULL DEFAULT 0,
+    ADD COLUMN spawned_by text,
+    ADD COLUMN held boolean NOT NULL DEFAULT false;
+CREATE INDEX instances_by_parent ON workflows.instances (parent, created_at, id)
+    WHERE parent IS NOT NULL;
+CREATE INDEX instances_held ON workflows.instances (parent, spawned_by)
+    WHERE held;
+
+-- an await is a step type of its own
+ALTER TABLE workflows.steps DROP CONSTRAINT steps_type_check;
+ALTER TABLE workflows.steps ADD CONSTRAINT steps_type_check
+    CHECK (type IN ('step', 'sleep', 'event', 'await'));
+
+/*
+ * Called by workflow functions while an executor runs them (no SET
+ * search_path, like step(): see 20_api.sql).
+ */
+CREATE FUNCTION workflows.spawn(name text, workflow text, params jsonb DEFAULT '{}',
+                                options jsonb DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_spawn';
+COMMENT ON FUNCTION workflows.spawn(text, text, jsonb, jsonb) IS
+    'a step that creates a child instance (same owner) in the same transaction as its memo; returns its id';
+
+CREATE FUNCTION workflows.await(name text, ids text[], mode text DEFAULT 'all',
+                                timeout interval DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_await';
+COMMENT ON FUNCTION workflows.await(text, text[], text, interval) IS
+    'wait without a process until all (or any) of the instances are final; returns [{id, status, output, error}]; WF010 on timeout';
+
+CREATE FUNCTION workflows.call(name text, workflow text, params jsonb DEFAULT '{}',
+                               options jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_call';
+COMMENT ON FUNCTION workflows.call(text, text, jsonb, jsonb) IS
+    'spawn a child and await it: returns its output or raises its error';
+
+CREATE FUNCTION workflows.map(name text, workflow text, inputs jsonb, options jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_map';
+COMMENT ON FUNCTION workflows.map(text, text, jsonb, jsonb) IS
+    'one child per element of inputs, awaited together; outputs in input order; options.concurrency bounds running children';
+
+CREATE FUNCTION workflows.set_event(key text, value jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_set_event';
+COMMENT ON FUNCTION workflows.set_event(text, jsonb) IS
+    'a step that publishes a value under key, readable with get_event() while the instance runs';
+
+-- the spawn step's callback; refuses to run anywhere else (src/compose.c)
+CREATE FUNCTION workflows._spawn(args jsonb)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_spawn_children';
+GRANT EXECUTE ON FUNCTION workflows._spawn(jsonb) TO PUBLIC;
+
+-- an instance ended outside the executors (_apply()): tell its parent
+CREATE FUNCTION workflows._child_final(id text)
+    RETURNS void
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_child_final';
+REVOKE ALL ON FUNCTION workflows._child_final(text) FROM PUBLIC;
+
+-- a command left for an executor (cascades): sweep for it at commit
+CREATE FUNCTION workflows._signal_at_commit()
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_signal_sql';
+REVOKE ALL ON FUNCTION workflows._signal_at_commit() FROM PUBLIC;
+
+/*
+ * Cascading control: apply a command to the live children of an instance,
+ * and through _apply() to theirs.  A child an executor holds gets a
+ * request, applied at its step boundary (and cascading from there).  Runs
+ * as the extension's owner, inside _apply().
+ */
+CREATE FUNCTION workflows._cascade(instance text, command text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    c record;
+    signal boolean := false;
+BEGIN
+    FOR c IN SELECT i.id, i.owner FROM workflows.instances i
+              WHERE i.parent = instance
+                AND i.status NOT IN ('complete', 'errored', 'terminated')
+              ORDER BY i.created_at, i.id LOOP
+        PERFORM 1 FROM workflows.instances i WHERE i.id = c.id FOR NO KEY UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            PERFORM workflows._apply(c.id, command, NULL, false);
+        ELSIF command IN ('pause', 'terminate') THEN
+            INSERT INTO workflows.requests (instance_id, command, from_step, requested_by)
+            VALUES (c.id, command, NULL, c.owner)
+            ON CONFLICT (instance_id) DO UPDATE SET command = EXCLUDED.command,
+                from_step = NULL, requested_at = now();
+            signal := true;
+        END IF;
+    END LOOP;
+    IF signal THEN
+        PERFORM workflows._signal_at_commit();
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._cascade(text, text) FROM PUBLIC;
+
+/*
+ * Reading what an instance publishes
+ */
+CREATE FUNCTION workflows.get_event(id text, key text, timeout interval DEFAULT '0')
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + COALESCE(timeout, interval '0');
+    v jsonb;
+    found_it boolean;
+BEGIN
+    IF key IS NULL OR key = '' THEN
+        RAISE EXCEPTION 'event key must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM workflows.instances i WHERE i.id = get_event.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(get_event.id);
+    END IF;
+    LOOP
+        found_it := false;
+        SELECT s.output, true INTO v, found_it
+          FROM workflows.steps s
+         WHERE s.instance_id = get_event.id AND s.name = 'set_event:' || get_event.key
+           AND s.type = 'step' AND s.status = 'complete'
+         ORDER BY s.seq DESC LIMIT 1;
+        IF found_it THEN
+            RETURN v;
+        END IF;
+        EXIT WHEN clock_timestamp() >= deadline;
+        PERFORM pg_sleep(LEAST(0.01, GREATEST(0, extract(epoch FROM deadline - clock_timestamp()))));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION workflows.get_event(text, text, interval) IS
+    'the latest value the instance published under key with set_event(), waiting up to timeout for one; NULL if none';
+
+CREATE FUNCTION workflows.progress(id text, after bigint DEFAULT 0)
+    RETURNS TABLE (seq bigint, kind text, key text, status text, value jsonb, at timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM workflows.instances i WHERE i.id = progress.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(progress.id);
+    END IF;
+    RETURN QUERY
+        SELECT (s.seq + 1)::bigint,
+               CASE WHEN s.type = 'step' AND s.name LIKE 'set_event:%' THEN 'event'
+                    WHEN s.type = 'event' THEN 'waitForEvent' ELSE s.type END,
+               CASE WHEN s.type = 'step' AND s.name LIKE 'set_event:%' THEN substr(s.name, 11)
+                    ELSE s.key END,
+               CASE WHEN s.status = 'waiting' THEN 'complete' ELSE s.status END,
+               CASE WHEN s.status = 'failed' THEN s.error ELSE s.output END,
+               CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END
+          FROM workflows.steps s
+         WHERE s.instance_id = progress.id AND s.seq >= 0 AND s.seq + 1 > COALESCE(after, 0)
+           AND (s.status IN ('complete', 'failed')
+                OR (s.type = 'sleep' AND s.status = 'waiting' AND s.wake_at <= clock_timestamp()))
+         ORDER BY s.seq;
+END
+$$;
+COMMENT ON FUNCTION workflows.progress(text, bigint) IS
+    'the instance''s final steps and published values in order, after a sequence number; announced on channel workflows_progress';
+
+GRANT EXECUTE ON FUNCTION workflows.get_event(text, text, interval),
+    workflows.progress(text, bigint) TO PUBLIC;
+
+-- terminate() cascades to children unless told not to; list() filters by parent
+DROP FUNCTION workflows.terminate(text);
+CREATE FUNCTION workflows.terminate(id text, cascade boolean DEFAULT true)
+    RETURNS text
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_terminate';
+COMMENT ON FUNCTION workflows.terminate(text, boolean) IS
+    'stop an instance for good (a running one at its step boundary), and its live descendants unless cascade is false; returns terminated or terminating';
+
+DROP FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text);
+CREATE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
+                               created_after timestamptz DEFAULT NULL,
+                               created_before timestamptz DEFAULT NULL,
+                               page_size integer DEFAULT 50, after_id text DEFAULT NULL,
+                               parent text DEFAULT NULL)
+    RETURNS SETOF workflows.instances
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    after_created timestamptz;
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 10000 THEN
+        RAISE EXCEPTION 'page_size must be from 1 to 10000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF list.status IS NOT NULL AND list.status NOT IN
+           ('queued', 'running', 'paused', 'waiting', 'errored', 'terminated', 'complete') THEN
+        RAISE EXCEPTION 'invalid instance status "%"', list.status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use queued, running, paused, waiting, errored, terminated or complete.';
+    END IF;
+    IF list.parent IS NOT NULL THEN
+        PERFORM 1 FROM workflows.instances i WHERE i.id = list.parent;
+        IF NOT FOUND THEN
+            PERFORM workflows._instance_unusable(list.parent);
+        END IF;
+    END IF;
+    IF after_id IS NOT NULL THEN
+        SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
+        IF NOT FOUND THEN
+            -- 42501 for another role's instance, 42704 for none, as everywhere
+            PERFORM workflows._instance_unusable(after_id);
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT i.*
+          FROM workflows.instances i
+         WHERE (list.parent IS NULL OR i.parent = list.parent)
+           AND (list.workflow IS NULL OR i.workflow = list.workflow)
+           AND (list.status IS NULL OR i.status = list.status)
+           AND (created_after IS NULL OR i.created_at >= created_after)
+           AND (created_before IS NULL OR i.created_at < created_before)
+           AND (after_id IS NULL OR (i.created_at, i.id) > (after_created, after_id))
+         ORDER BY i.created_at, i.id
+         LIMIT page_size;
+END
+$$;
+COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text, text) IS
+    'list instances by workflow, status, creation time and parent, oldest first; page with after_id => the last id of the previous page';

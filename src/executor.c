@@ -455,7 +455,7 @@ check_extension(void)
 static char
 memo_type(const char *t)
 {
-	return t[0] == 's' ? (t[1] == 'l' ? 'z' : 's') : 'e';
+	return t[0] == 's' ? (t[1] == 'l' ? 'z' : 's') : t[0] == 'a' ? 'a' : 'e';
 }
 
 /* load the memos of an instance into the replay cache */
@@ -534,6 +534,8 @@ save_step(const char *id, WfAction *a, const char *type, const char *status,
 	v[13] = TimestampTzGetDatum(wake);
 	n[13] = wake ? ' ' : 'n';
 	wf_query(&q_step_upsert, v, n, 0);
+	if (strcmp(status, "complete") == 0 || strcmp(status, "failed") == 0)
+		wf_compose_notify_step(id, a->key, a->seq, status);
 }
 
 /* remember a step's new state in the replay cache */
@@ -579,6 +581,7 @@ is_permanent_error(int sqlerrcode)
 	{
 		case ERRCODE_WF_NON_RETRYABLE:	/* workflows.fail() */
 		case ERRCODE_WF_LIMIT_EXCEEDED: /* output too large */
+		case ERRCODE_WF_DEPTH_EXCEEDED: /* spawn too deep (compose.c) */
 		case ERRCODE_WF_NOT_IN_WORKFLOW:	/* step functions inside a step */
 		case ERRCODE_INVALID_TRANSACTION_TERMINATION:	/* COMMIT in a step */
 		case ERRCODE_FEATURE_NOT_SUPPORTED: /* e.g. LISTEN in a step */
@@ -982,6 +985,31 @@ take_event(const char *id, WfAction *a, TimestampTz now)
 	save_step(id, a, "event", "waiting", NULL, NULL, NULL, 0, 0, a->until);
 	memo_step(a, 'e', 'w', NULL, NULL, 0, a->until);
 	return false;
+}
+
+/*
+ * Look at the instances an await step waits for (compose.c) and record
+ * what it found.  Returns true if the step is now final; else *wake is
+ * when to look again unless a child event wakes the instance first.
+ */
+static bool
+await_instances(const char *id, Oid owner, WfAction *a, TimestampTz now,
+				TimestampTz *wake)
+{
+	Jsonb	   *output = NULL;
+	Jsonb	   *error = NULL;
+	char		r = wf_compose_await(id, owner, a, now, &output, &error, wake);
+
+	if (r == 'w')
+	{
+		save_step(id, a, "await", "waiting", NULL, NULL, NULL, 0, 0, a->until);
+		memo_step(a, 'a', 'w', NULL, NULL, 0, a->until);
+		return false;
+	}
+	save_step(id, a, "await", r == 'c' ? "complete" : "failed", output, error,
+			  NULL, 0, now, a->until);
+	memo_step(a, 'a', r, output, error, 0, a->until);
+	return true;
 }
 
 /* mark the sleeps that replay found over as complete */
@@ -1638,6 +1666,14 @@ tick(bool *claimed)
 			out.waiting_for = a->event_type;
 			break;
 		}
+		else if (a->kind == WF_ACT_AWAIT)
+		{
+			if (await_instances(id, owner, a, now, &out.wake_at))
+				continue;
+			out.status = "waiting";
+			out.waiting_for = WF_CHILD_EVENT;
+			break;
+		}
 		else if (a->kind == WF_ACT_WAIT)
 		{
 			out.status = "waiting";
@@ -1679,6 +1715,7 @@ tick(bool *claimed)
 	/* (terminations notify in workflows._apply()) */
 	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
 	{
+		wf_compose_finished(id);
 		if (wf_notify)
 			notify_final(id, out.status);
 		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,

@@ -164,6 +164,14 @@ wf_define_gucs(void)
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 
+	DefineCustomIntVariable("workflows.max_depth",
+							"How deep child instances may nest (workflows.spawn(), call(), map()).",
+							"A spawn that would nest deeper fails with SQLSTATE WF011.",
+							&wf_max_depth,
+							16, 1, 1000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
 	DefineCustomBoolVariable("workflows.notify",
 							 "Whether the end of an instance is announced with NOTIFY on channel workflows.",
 							 "NOTIFY takes a cluster-wide lock at commit; turn it off when nobody listens and instances are short.",

@@ -323,7 +323,8 @@ typedef enum WfActionKind
 	WF_ACT_STEP,				/* run a step callback */
 	WF_ACT_SLEEP,				/* wait until a time */
 	WF_ACT_EVENT,				/* take an event, or wait for one */
-	WF_ACT_WAIT					/* woken early: wait on until "until" */
+	WF_ACT_WAIT,				/* woken early: wait on until "until" */
+	WF_ACT_AWAIT				/* wait for instances to end (compose.c) */
 } WfActionKind;
 
 typedef struct WfAction
@@ -363,7 +364,7 @@ typedef bool (*WfInlineStepFn) (WfAction *a);
 typedef struct WfMemo
 {
 	char		key[WF_MAX_KEY_LEN + 1];	/* hash key: must be first */
-	char		type;			/* 's' step, 'z' sleep, 'e' event */
+	char		type;			/* 's' step, 'z' sleep, 'e' event, 'a' await */
 	char		status;			/* 'r'etrying, 'w'aiting, 'c'omplete, 'f'ailed */
 	int64		hash;
 	int			attempts;
@@ -393,5 +394,32 @@ extern void wf_replay_watch_write(bool writes);
 extern WfAction *wf_replay_action(void);
 extern List *wf_replay_finished_sleeps(void);
 extern bool wf_in_step(bool enter);
+extern WfMemo *wf_replay_begin(const char *fname, const char *name, char type,
+							   int64 hash, char **key);
+extern WfAction *wf_replay_new_action(WfActionKind kind, WfMemo *memo,
+									  const char *key, const char *name,
+									  int64 hash);
+extern void wf_replay_yield(const char *key) pg_attribute_noreturn();
+extern void wf_replay_reraise(WfMemo *memo) pg_attribute_noreturn();
+extern Datum wf_replay_output(FunctionCallInfo fcinfo, WfMemo *memo);
+extern Datum wf_replay_sql_step(FunctionCallInfo fcinfo, const char *fname,
+								char *name, char *sql, Jsonb *args,
+								Jsonb *config);
+extern char *wf_replay_peek_key(const char *name);
+extern const char *wf_replay_instance(void);
+extern TimestampTz wf_replay_now(void);
+extern MemoryContext wf_replay_runcxt(void);
+extern int64 wf_replay_hash(char kind, const char *text, Jsonb *args);
+
+/* ---- compose.c ---- */
+/* the event type that tells a parent one of its children ended */
+#define WF_CHILD_EVENT		"workflows.child"
+extern int	wf_max_depth;
+extern char wf_compose_await(const char *id, Oid owner, WfAction *a,
+							 TimestampTz now, Jsonb **output, Jsonb **error,
+							 TimestampTz *wake);
+extern void wf_compose_finished(const char *id);
+extern void wf_compose_notify_step(const char *id, const char *key, int seq,
+								   const char *status);
 
 #endif							/* WF_WORKFLOWS_H */

@@ -83,7 +83,20 @@ BEGIN
                                  WHEN 'terminated' THEN false END,
         'steps', steps,
         'error', i.error,
-        'output', i.output);
+        'output', i.output)
+        -- lineage (workflows.spawn()): the parent, and the first 1000 children
+        -- (workflows.list(parent => id) pages through all of them)
+        || CASE WHEN i.parent IS NOT NULL
+                THEN jsonb_build_object('parent', i.parent, 'root', i.root, 'depth', i.depth)
+                ELSE '{}' END
+        || COALESCE((SELECT jsonb_build_object('children', jsonb_agg(jsonb_build_object(
+                                'id', c.id, 'workflow', c.workflow, 'status', c.status)
+                                ORDER BY c.created_at, c.id))
+                       FROM (SELECT c.id, c.workflow, c.status, c.created_at
+                               FROM workflows.instances c
+                              WHERE c.parent = i.id
+                              ORDER BY c.created_at, c.id LIMIT 1000) c
+                     HAVING count(*) > 0), '{}');
 END
 $$;
 COMMENT ON FUNCTION workflows.status(text) IS
@@ -168,7 +181,8 @@ CREATE INDEX instances_finished ON workflows.instances (ended_at) WHERE ended_at
 CREATE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
                                created_after timestamptz DEFAULT NULL,
                                created_before timestamptz DEFAULT NULL,
-                               page_size integer DEFAULT 50, after_id text DEFAULT NULL)
+                               page_size integer DEFAULT 50, after_id text DEFAULT NULL,
+                               parent text DEFAULT NULL)
     RETURNS SETOF workflows.instances
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, workflows, pg_temp
@@ -185,6 +199,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use queued, running, paused, waiting, errored, terminated or complete.';
     END IF;
+    IF list.parent IS NOT NULL THEN
+        PERFORM 1 FROM workflows.instances i WHERE i.id = list.parent;
+        IF NOT FOUND THEN
+            PERFORM workflows._instance_unusable(list.parent);
+        END IF;
+    END IF;
     IF after_id IS NOT NULL THEN
         SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
         IF NOT FOUND THEN
@@ -195,7 +215,8 @@ BEGIN
     RETURN QUERY
         SELECT i.*
           FROM workflows.instances i
-         WHERE (list.workflow IS NULL OR i.workflow = list.workflow)
+         WHERE (list.parent IS NULL OR i.parent = list.parent)
+           AND (list.workflow IS NULL OR i.workflow = list.workflow)
            AND (list.status IS NULL OR i.status = list.status)
            AND (created_after IS NULL OR i.created_at >= created_after)
            AND (created_before IS NULL OR i.created_at < created_before)
@@ -204,5 +225,5 @@ BEGIN
          LIMIT page_size;
 END
 $$;
-COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text) IS
-    'list instances by workflow, status and creation time, oldest first; page with after_id => the last id of the previous page';
+COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text, text) IS
+    'list instances by workflow, status, creation time and parent, oldest first; page with after_id => the last id of the previous page';
