@@ -232,3 +232,69 @@ SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id 
 SELECT error->>'sqlstate' AS sqlstate, error->>'message' AS message
   FROM workflows.instances WHERE id = 'cmp-secret';
 SELECT count(*) FROM workflows.instances WHERE parent = 'cmp-secret';
+
+-- rollback handlers (saga): an uncaught error runs the compensations of the
+-- completed steps, latest first, each a durable step with its own retries
+-- (here the refund fails twice before it works)
+CREATE TABLE comp_undo (n serial, what text);
+CREATE FUNCTION public.comp_refund(charge jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    IF (SELECT count(*) FROM workflows.attempts
+         WHERE instance_id = 'cmp-saga' AND step_key = 'rollback:charge') < 2 THEN
+        RAISE EXCEPTION 'refund service unavailable';
+    END IF;
+    INSERT INTO public.comp_undo (what) VALUES ('refund ' || (charge->>'charge'));
+    RETURN '"refunded"';
+END $$;
+CREATE FUNCTION comp_saga(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    r jsonb;
+BEGIN
+    PERFORM workflows.step('hotel', 'SELECT ''"h1"''::jsonb', NULL,
+        '{"rollback": "INSERT INTO public.comp_undo (what) VALUES (''cancel hotel '' || $1) RETURNING 1"}');
+    PERFORM workflows.step('charge', 'SELECT ''{"charge": "c9"}''::jsonb', NULL,
+        '{"rollback": "public.comp_refund(jsonb)",
+          "retries": {"limit": 3, "delay": 10, "backoff": "constant"}}');
+    PERFORM workflows.step('log', 'SELECT 1');
+    IF (event->'payload'->>'catch')::boolean THEN
+        BEGIN
+            PERFORM workflows.step('ship', 'SELECT 1/0', NULL, '{"retries": {"limit": 0}}');
+        EXCEPTION WHEN division_by_zero THEN
+            r := workflows.rollback();
+            PERFORM workflows.step('after', 'SELECT 2');
+            RETURN jsonb_build_object('rolled back', r);
+        END;
+    END IF;
+    PERFORM workflows.step('ship', 'SELECT 1/0', NULL, '{"retries": {"limit": 0}}');
+    RETURN '"shipped"';
+END $$;
+SELECT workflows.register('comp-saga', 'comp_saga(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('comp-saga', '{}', id => 'cmp-saga');
+SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id = 'cmp-saga'$$);
+SELECT what FROM comp_undo ORDER BY n;
+SELECT error->>'message' AS message FROM workflows.instances WHERE id = 'cmp-saga';
+SELECT s->>'key' AS key, s->>'status' AS status, jsonb_array_length(s->'attempts') AS attempts
+  FROM jsonb_array_elements(workflows.status('cmp-saga')->'steps') s;
+-- explicit: workflows.rollback() in an exception handler, then go on
+TRUNCATE comp_undo;
+SELECT workflows.create('comp-saga', '{"catch": true}', id => 'cmp-saga-2');
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'cmp-saga-2'$$);
+SELECT output FROM workflows.instances WHERE id = 'cmp-saga-2';
+SELECT what FROM comp_undo ORDER BY n;
+-- a rollback must be SQL text or a function
+CREATE FUNCTION comp_bad_rollback(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('x', 'SELECT 1', NULL, '{"rollback": 42}');
+END $$;
+SELECT workflows.register('comp-bad-rollback', 'comp_bad_rollback(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('comp-bad-rollback', '{}', id => 'cmp-bad-rollback');
+SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id = 'cmp-bad-rollback'$$);
+SELECT error->>'sqlstate' AS sqlstate, error->>'message' AS message
+  FROM workflows.instances WHERE id = 'cmp-bad-rollback';
+
+-- clean up the roles (their instances first: roles.c refuses otherwise)
+SELECT count(workflows.erase(id)) FROM workflows.instances
+ WHERE owner IN ('wf_comp_owner'::regrole, 'wf_comp_other'::regrole);
+DROP OWNED BY wf_comp_owner, wf_comp_other;
+DROP ROLE wf_comp_owner;
+DROP ROLE wf_comp_other;

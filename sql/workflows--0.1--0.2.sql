@@ -147,7 +147,8 @@ BEGIN
                    -- a failure the workflow caught and went on from
                    || CASE WHEN s.status = 'failed' AND i.status = 'complete'
                            THEN '{"handled": true}'::jsonb ELSE '{}' END
-                   ORDER BY s.seq)
+                   -- compensations (seq -1) after the steps, in the order they ran
+                   ORDER BY s.seq < 0, s.seq, s.started_at)
           FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
     -- what an executor is doing right now (not committed yet)
     IF i.status IN ('queued', 'running', 'waiting') THEN
@@ -355,7 +356,8 @@ BEGIN
     nsteps := 0;
 
     -- the steps
-    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id ORDER BY s.seq LOOP
+    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id
+               ORDER BY s.seq < 0, s.seq, s.started_at LOOP
         nsteps := nsteps + 1;
         IF st.status = 'complete' THEN
             ncomplete := ncomplete + 1;
@@ -381,7 +383,7 @@ BEGIN
                  || ' until ' || to_char(st.wake_at,
                  CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END)
             ELSE st.status END;
-        c_n := c_n || (st.seq + 1)::text;
+        c_n := c_n || CASE WHEN st.seq < 0 THEN '-' ELSE (st.seq + 1)::text END;
         c_key := c_key || workflows._fmt_line(st.key, 40);
         c_type := c_type || CASE st.type WHEN 'event' THEN 'waitForEvent' ELSE st.type END;
         c_start := c_start || to_char(st.started_at,
@@ -865,6 +867,13 @@ CREATE FUNCTION workflows.set_event(key text, value jsonb)
     AS 'MODULE_PATHNAME', 'wf_set_event';
 COMMENT ON FUNCTION workflows.set_event(text, jsonb) IS
     'a step that publishes a value under key, readable with get_event() while the instance runs';
+
+CREATE FUNCTION workflows.rollback()
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_rollback';
+COMMENT ON FUNCTION workflows.rollback() IS
+    'a step that runs the "rollback" of every completed step not compensated yet, latest first; returns [{step, status}]';
 
 -- the spawn step's callback; refuses to run anywhere else (src/compose.c)
 CREATE FUNCTION workflows._spawn(args jsonb)

@@ -137,6 +137,13 @@ check_options(Jsonb *options, bool many)
 						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 						 errmsg("options.trigger must be a JSON object")));
 		}
+		else if (strcmp(key, "rollback") == 0)
+		{
+			if (v.type != jbvString || v.val.string.len == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("options.rollback must be SQL text or a function such as \"app.undo(jsonb)\"")));
+		}
 		else if (strcmp(key, "concurrency") == 0 && many)
 		{
 			if (v.type != jbvNumeric ||
@@ -150,8 +157,8 @@ check_options(Jsonb *options, bool many)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown option \"%s\"", key),
-					 errhint(many ? "A map takes the options \"concurrency\" and \"trigger\"."
-							 : "A spawn takes the options \"id\" and \"trigger\".")));
+					 errhint(many ? "A map takes the options \"concurrency\", \"trigger\" and \"rollback\"."
+							 : "A spawn takes the options \"id\", \"trigger\" and \"rollback\".")));
 	}
 }
 
@@ -186,10 +193,24 @@ spawn_step(FunctionCallInfo fcinfo, const char *fname, char *name,
 	}
 	appendStringInfoChar(&buf, '}');
 
-	d = wf_replay_sql_step(fcinfo, fname, name,
-						   "SELECT workflows._spawn($1::pg_catalog.jsonb)",
-						   wf_cstring_jsonb(buf.data),
-						   wf_cstring_jsonb(WF_SPAWN_CONFIG));
+	/* a rollback of the spawn step gets the children's ids */
+	{
+		JsonbValue *rb = member(options, "rollback");
+		StringInfoData cfg;
+
+		initStringInfo(&cfg);
+		appendBinaryStringInfo(&cfg, WF_SPAWN_CONFIG, strlen(WF_SPAWN_CONFIG) - 1);
+		if (rb != NULL)
+		{
+			appendStringInfoString(&cfg, ", \"rollback\": ");
+			escape_json(&cfg, pnstrdup(rb->val.string.val, rb->val.string.len));
+		}
+		appendStringInfoChar(&cfg, '}');
+		d = wf_replay_sql_step(fcinfo, fname, name,
+							   "SELECT workflows._spawn($1::pg_catalog.jsonb)",
+							   wf_cstring_jsonb(buf.data),
+							   wf_cstring_jsonb(cfg.data));
+	}
 	if (fcinfo->isnull)
 		elog(ERROR, "spawn step \"%s\" has no output", name);
 	return DatumGetJsonbP(d);
@@ -879,4 +900,145 @@ wf_signal_sql(PG_FUNCTION_ARGS)
 {
 	wf_signal_at_commit();
 	PG_RETURN_VOID();
+}
+
+/* ---- rollback handlers (saga) ---- */
+
+PG_FUNCTION_INFO_V1(wf_rollback);
+
+/*
+ * The next compensation to run: of the completed steps whose config has a
+ * "rollback", the latest (in the instance's order) whose rollback step has
+ * not ended yet.  Its rollback step is keyed "rollback:<key>" (an md5 for
+ * keys too long) and has no place in the instance's order (seq -1): a
+ * replay never reaches it.
+ */
+static WfQuery q_next_rollback = {
+	"SELECT CASE WHEN octet_length(s.key) <= 200 THEN 'rollback:' || s.key "
+	"            ELSE 'rollback:' || md5(s.key) END, "
+	"  'rollback:' || left(s.name, 190), s.output, s.config, s.config->>'rollback', "
+	"  CASE WHEN s.config->>'rollback' ~ "
+	"    '^\\s*[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)?\\s*\\([A-Za-z0-9_ ,.\\[\\]\"]*\\)\\s*$' "
+	"    THEN to_regprocedure(s.config->>'rollback')::oid END, "
+	"  r.key IS NULL, r.attempts, r.interrupted, r.started_at, r.wake_at "
+	"FROM workflows.steps s "
+	"LEFT JOIN workflows.steps r ON r.instance_id = s.instance_id "
+	"  AND r.key = CASE WHEN octet_length(s.key) <= 200 THEN 'rollback:' || s.key "
+	"                   ELSE 'rollback:' || md5(s.key) END "
+	"WHERE s.instance_id = $1 AND s.type = 'step' AND s.status = 'complete' AND s.seq >= 0 "
+	"  AND s.config ? 'rollback' AND (r.key IS NULL OR r.status NOT IN ('complete', 'failed')) "
+	"ORDER BY s.seq DESC LIMIT 1",
+	1, {TEXTOID}, NULL
+};
+
+/*
+ * Fill *a with the next compensation of instance "id" (see above), as a
+ * step action the executor runs with run_step(): as the owner, with the
+ * retries of the step it compensates, given that step's output (a
+ * function gets it as its jsonb input; SQL gets it as $1).  Returns false
+ * when none is left.  Its until is the time of its next attempt, if it
+ * waits for one.  Allocates in the caller's context; connected to SPI.
+ */
+bool
+wf_compose_next_rollback(const char *id, WfAction *a)
+{
+	Datum		v[1];
+	bool		isnull;
+	MemoryContext callcxt = CurrentMemoryContext;
+	MemoryContext old;
+	Jsonb	   *output;
+	Jsonb	   *config;
+	Datum		d;
+
+	v[0] = CStringGetTextDatum(id);
+	if (wf_query(&q_next_rollback, v, NULL, 1) == 0)
+		return false;
+
+	old = MemoryContextSwitchTo(callcxt);
+	memset(a, 0, sizeof(WfAction));
+	a->kind = WF_ACT_STEP;
+	a->key = wf_get_text(0, 1);
+	a->name = wf_get_text(0, 2);
+	output = wf_get_jsonb(0, 3);
+	config = wf_get_jsonb(0, 4);
+	wf_parse_step_config(config, &a->config);
+	a->config.rollback = NULL;
+	a->config.inline_ok = false;
+	d = wf_get_datum(0, 6, &isnull);
+	a->fn = isnull ? InvalidOid : DatumGetObjectId(d);
+	if (!OidIsValid(a->fn))
+	{
+		StringInfoData buf;
+
+		/* SQL: the output is $1 (a one-element array binds its element) */
+		a->sql = wf_get_text(0, 5);
+		initStringInfo(&buf);
+		appendStringInfoChar(&buf, '[');
+		if (output != NULL)
+			(void) JsonbToCString(&buf, &output->root, VARSIZE(output));
+		else
+			appendStringInfoString(&buf, "null");
+		appendStringInfoChar(&buf, ']');
+		a->args = wf_cstring_jsonb(buf.data);
+	}
+	else
+		a->args = output ? output : wf_cstring_jsonb("null");
+	a->hash = 0;
+	a->seq = -1;
+	a->is_new = DatumGetBool(wf_get_datum(0, 7, &isnull));
+	if (a->is_new)
+	{
+		a->attempt = 1;
+		a->started = GetCurrentTimestamp();
+	}
+	else
+	{
+		a->attempt = DatumGetInt32(wf_get_datum(0, 8, &isnull)) + 1;
+		a->interrupted = DatumGetInt32(wf_get_datum(0, 9, &isnull));
+		a->started = DatumGetTimestampTz(wf_get_datum(0, 10, &isnull));
+		d = wf_get_datum(0, 11, &isnull);
+		a->until = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	MemoryContextSwitchTo(old);
+	return true;
+}
+
+static WfQuery q_rollback_summary = {
+	"SELECT COALESCE(jsonb_agg(jsonb_build_object('step', substr(key, 10), "
+	"         'status', status) ORDER BY started_at, key), '[]') "
+	"FROM workflows.steps WHERE instance_id = $1 AND key LIKE 'rollback:%' AND seq < 0",
+	1, {TEXTOID}, NULL
+};
+
+/* what the rollbacks of instance "id" did: the output of a rollback() step */
+Jsonb *
+wf_compose_rollback_summary(const char *id)
+{
+	Datum		v[1];
+
+	v[0] = CStringGetTextDatum(id);
+	wf_query(&q_rollback_summary, v, NULL, 1);
+	return wf_get_jsonb(0, 1);
+}
+
+/*
+ * workflows.rollback() returns jsonb: a step that runs the compensations
+ * of every completed step with a "rollback" that has not been compensated
+ * yet, latest first; returns [{step, status}] of all the instance's
+ * compensations so far.
+ */
+Datum
+wf_rollback(PG_FUNCTION_ARGS)
+{
+	WfMemo	   *memo;
+	char	   *key;
+	int64		hash = wf_replay_hash('r', "rollback", NULL);
+
+	memo = wf_replay_begin("workflows.rollback()", "rollback", 's', hash, &key);
+	if (memo != NULL && memo->status == 'c')
+		return wf_replay_output(fcinfo, memo);
+	if (memo != NULL && memo->status == 'f')
+		wf_replay_reraise(memo);
+	(void) wf_replay_new_action(WF_ACT_ROLLBACK, memo, key, "rollback", hash);
+	wf_replay_yield(key);
 }

@@ -1012,6 +1012,32 @@ await_instances(const char *id, Oid owner, WfAction *a, TimestampTz now,
 	return true;
 }
 
+/*
+ * Run (an attempt of) the next compensation of the instance (compose.c,
+ * "rollback handlers"): 0 when none is left, 1 when one ended (complete
+ * or failed for good: the caller replays and comes back for the next), 2
+ * when one waits for its next attempt at *retry_at.  Compensation steps
+ * have no place in the replay's order, so the memo cache is reloaded
+ * after one ran (load_memos() counts them apart).
+ */
+static int
+rollback_next(const char *id, Oid owner, TimestampTz *retry_at)
+{
+	WfAction	ra;
+	bool		final;
+
+	if (!wf_compose_next_rollback(id, &ra))
+		return 0;
+	if (!ra.is_new && ra.until > GetCurrentTimestamp())
+	{
+		*retry_at = ra.until;
+		return 2;
+	}
+	final = run_step(id, owner, &ra, retry_at, WF_AS_STEP);
+	load_memos(id);
+	return final ? 1 : 2;
+}
+
 /* mark the sleeps that replay found over as complete */
 static void
 finish_sleeps(const char *id)
@@ -1585,6 +1611,17 @@ tick(bool *claimed)
 		}
 		if (r == WF_RUN_ERRORED)
 		{
+			/* first the rollbacks of its completed steps, one by one */
+			int			rb = rollback_next(id, owner, &retry_at);
+
+			if (rb == 1)
+				continue;
+			if (rb == 2)
+			{
+				out.status = "waiting";
+				out.wake_at = retry_at;
+				break;
+			}
 			out.status = "errored";
 			out.error = wf_error_jsonb(error);
 			ereport(wf_log_level >= WF_LOG_FAILURES ? LOG : DEBUG1,
@@ -1673,6 +1710,24 @@ tick(bool *claimed)
 			out.status = "waiting";
 			out.waiting_for = WF_CHILD_EVENT;
 			break;
+		}
+		else if (a->kind == WF_ACT_ROLLBACK)
+		{
+			int			rb = rollback_next(id, owner, &retry_at);
+			Jsonb	   *summary;
+
+			if (rb == 1)
+				continue;
+			if (rb == 2)
+			{
+				out.status = "waiting";
+				out.wake_at = retry_at;
+				break;
+			}
+			summary = wf_compose_rollback_summary(id);
+			save_step(id, a, "step", "complete", summary, NULL, NULL, 1, now, 0);
+			memo_step(a, 's', 'c', summary, NULL, 1, 0);
+			continue;
 		}
 		else if (a->kind == WF_ACT_WAIT)
 		{

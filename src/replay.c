@@ -597,6 +597,8 @@ step_call(FunctionCallInfo fcinfo, const char *fname, char *name, char *sql,
 	if (memo == NULL)
 		a->attempt = 1;
 	a->config = cfg;
+	if (cfg.rollback != NULL)
+		a->config.rollback = MemoryContextStrdup(R.runcxt, cfg.rollback);
 	a->fn = fn;
 	{
 		MemoryContext old = MemoryContextSwitchTo(R.runcxt);

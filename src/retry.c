@@ -20,6 +20,8 @@
  */
 #include "workflows.h"
 
+#include "utils/json.h"
+
 #include <math.h>
 
 #include "utils/builtins.h"
@@ -188,6 +190,7 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 	cfg->backoff = WF_BACKOFF_EXPONENTIAL;
 	cfg->timeout_ms = WF_DEFAULT_TIMEOUT_MS;
 	cfg->inline_ok = true;
+	cfg->rollback = NULL;
 
 	if (config == NULL)
 		return;
@@ -216,6 +219,15 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 				config_error("inline", "must be true or false");
 			cfg->inline_ok = v.val.boolean;
 		}
+		else if (key_is(&k, "rollback"))
+		{
+			/* the compensation of the step (compose.c): SQL or a function */
+			if (v.type == jbvNull)
+				continue;
+			if (v.type != jbvString || v.val.string.len == 0)
+				config_error("rollback", "must be SQL text or a function such as \"app.refund(jsonb)\"");
+			cfg->rollback = pnstrdup(v.val.string.val, v.val.string.len);
+		}
 		else
 			config_error(key_str("", &k), "is not a known key");
 	}
@@ -234,6 +246,17 @@ wf_step_config_jsonb(const WfStepConfig *cfg)
 			 ", \"backoff\": \"%s\"}, \"timeout\": " INT64_FORMAT "%s}",
 			 cfg->retries_limit, cfg->delay_ms, names[cfg->backoff],
 			 cfg->timeout_ms, cfg->inline_ok ? "" : ", \"inline\": false");
+	if (cfg->rollback != NULL)
+	{
+		StringInfoData b;
+
+		initStringInfo(&b);
+		appendBinaryStringInfo(&b, buf, strlen(buf) - 1);
+		appendStringInfoString(&b, ", \"rollback\": ");
+		escape_json(&b, cfg->rollback);
+		appendStringInfoChar(&b, '}');
+		return wf_cstring_jsonb(b.data);
+	}
 	return wf_cstring_jsonb(buf);
 }
 

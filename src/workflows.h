@@ -256,6 +256,8 @@ typedef struct WfStepConfig
 	int64		timeout_ms;		/* per attempt; 0 = none */
 	bool		inline_ok;		/* may run in place (replay.c); false for a
 								 * step that acts outside the database */
+	char	   *rollback;		/* compensation: SQL text or a function's
+								 * signature, or NULL (compose.c) */
 } WfStepConfig;
 
 extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
@@ -324,7 +326,8 @@ typedef enum WfActionKind
 	WF_ACT_SLEEP,				/* wait until a time */
 	WF_ACT_EVENT,				/* take an event, or wait for one */
 	WF_ACT_WAIT,				/* woken early: wait on until "until" */
-	WF_ACT_AWAIT				/* wait for instances to end (compose.c) */
+	WF_ACT_AWAIT,				/* wait for instances to end (compose.c) */
+	WF_ACT_ROLLBACK				/* run the rollbacks of completed steps */
 } WfActionKind;
 
 typedef struct WfAction
@@ -419,6 +422,8 @@ extern char wf_compose_await(const char *id, Oid owner, WfAction *a,
 							 TimestampTz now, Jsonb **output, Jsonb **error,
 							 TimestampTz *wake);
 extern void wf_compose_finished(const char *id);
+extern bool wf_compose_next_rollback(const char *id, WfAction *a);
+extern Jsonb *wf_compose_rollback_summary(const char *id);
 extern void wf_compose_notify_step(const char *id, const char *key, int seq,
 								   const char *status);
 

@@ -52,7 +52,8 @@ BEGIN
                    -- a failure the workflow caught and went on from
                    || CASE WHEN s.status = 'failed' AND i.status = 'complete'
                            THEN '{"handled": true}'::jsonb ELSE '{}' END
-                   ORDER BY s.seq)
+                   -- compensations (seq -1) after the steps, in the order they ran
+                   ORDER BY s.seq < 0, s.seq, s.started_at)
           FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
     -- what an executor is doing right now (not committed yet)
     IF i.status IN ('queued', 'running', 'waiting') THEN

@@ -66,6 +66,13 @@ CREATE FUNCTION workflows.set_event(key text, value jsonb)
 COMMENT ON FUNCTION workflows.set_event(text, jsonb) IS
     'a step that publishes a value under key, readable with get_event() while the instance runs';
 
+CREATE FUNCTION workflows.rollback()
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_rollback';
+COMMENT ON FUNCTION workflows.rollback() IS
+    'a step that runs the "rollback" of every completed step not compensated yet, latest first; returns [{step, status}]';
+
 -- the spawn step's callback; refuses to run anywhere else (src/compose.c)
 CREATE FUNCTION workflows._spawn(args jsonb)
     RETURNS jsonb

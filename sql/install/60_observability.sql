@@ -212,7 +212,8 @@ BEGIN
     nsteps := 0;
 
     -- the steps
-    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id ORDER BY s.seq LOOP
+    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id
+               ORDER BY s.seq < 0, s.seq, s.started_at LOOP
         nsteps := nsteps + 1;
         IF st.status = 'complete' THEN
             ncomplete := ncomplete + 1;
@@ -238,7 +239,7 @@ BEGIN
                  || ' until ' || to_char(st.wake_at,
                  CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END)
             ELSE st.status END;
-        c_n := c_n || (st.seq + 1)::text;
+        c_n := c_n || CASE WHEN st.seq < 0 THEN '-' ELSE (st.seq + 1)::text END;
         c_key := c_key || workflows._fmt_line(st.key, 40);
         c_type := c_type || CASE st.type WHEN 'event' THEN 'waitForEvent' ELSE st.type END;
         c_start := c_start || to_char(st.started_at,

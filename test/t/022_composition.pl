@@ -14,6 +14,8 @@
 #     with WF011.
 #  4. Terminating the root of a tree while its leaves run steps (held by
 #     executors) terminates every live descendant.
+#  5. Rollback handlers run in reverse order, a failing compensation is
+#     retried, and the instance keeps its original error.
 
 use strict;
 use warnings;
@@ -282,6 +284,51 @@ SELECT count(*) FROM workflows.instances
 ok(1, 'terminate of the root ended all 13 instances, running leaves included');
 is($node->safe_psql('postgres', "SELECT count(*) FROM workflows.requests"),
 	'0', 'no command was left behind');
+
+# 5. rollback handlers: reverse order, a failing compensation that retries
+$node->safe_psql(
+	'postgres', q{
+CREATE TABLE undo (n serial, what text);
+CREATE FUNCTION public.undo_b(out_ jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    -- fails on its first two attempts (counted in the attempts table,
+    -- which keeps the failed ones)
+    IF (SELECT count(*) FROM workflows.attempts
+         WHERE instance_id = 'saga' AND step_key = 'rollback:b') < 2 THEN
+        RAISE EXCEPTION 'compensation service unavailable';
+    END IF;
+    INSERT INTO public.undo (what) VALUES ('undo b ' || (out_->>'b'));
+    RETURN 'true';
+END $$;
+CREATE FUNCTION saga(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.step('a', 'SELECT 1', NULL,
+        '{"rollback": "INSERT INTO public.undo (what) VALUES (''undo a '' || $1) RETURNING 1"}');
+    PERFORM workflows.step('b', 'SELECT ''{"b": 2}''::jsonb', NULL,
+        '{"rollback": "public.undo_b(jsonb)", "retries": {"limit": 5, "delay": "50 milliseconds", "backoff": "constant"}}');
+    PERFORM workflows.step('c', 'SELECT 3', NULL,
+        '{"rollback": "INSERT INTO public.undo (what) VALUES (''undo c '' || $1) RETURNING 1"}');
+    PERFORM workflows.step('d', 'SELECT 4');
+    PERFORM workflows.step('fail', 'SELECT 1/0', NULL, '{"retries": {"limit": 0}}');
+    RETURN '"unreachable"';
+END $$;
+SELECT workflows.register('saga', 'saga(jsonb)');
+SELECT workflows.create('saga', '{}', 'saga');
+});
+$node->poll_query_until('postgres',
+	"SELECT status FROM workflows.instances WHERE id = 'saga'", 'errored')
+  or die 'saga did not end';
+is($node->safe_psql('postgres', "SELECT string_agg(what, ',' ORDER BY n) FROM undo"),
+	'undo c 3,undo b 2,undo a 1', 'compensations ran once each, latest first');
+is( $node->safe_psql(
+		'postgres', q{
+SELECT string_agg(step_key || '=' || success, ',' ORDER BY started_at)
+  FROM workflows.attempts WHERE instance_id = 'saga' AND step_key = 'rollback:b'
+}),
+	'rollback:b=false,rollback:b=false,rollback:b=true',
+	'the failing compensation was retried until it worked');
+is($node->safe_psql('postgres', "SELECT error->>'sqlstate' FROM workflows.instances WHERE id = 'saga'"),
+	'22012', 'the instance keeps the error that started the rollback');
 
 $node->stop;
 done_testing();
