@@ -868,14 +868,18 @@ wf_child_final(PG_FUNCTION_ARGS)
 /*
  * A step of instance "id" became final: announce it on channel
  * "workflows_progress" at commit (only ids, keys and positions: never
- * data), if workflows.notify is on.
+ * data), if workflows.notify is on -- a published value (set_event())
+ * always, any other step only with workflows.notify_steps, because a
+ * NOTIFY takes a cluster-wide lock at commit and the per-step commit path
+ * takes none otherwise.
  */
 void
 wf_compose_notify_step(const char *id, const char *key, int seq, const char *status)
 {
 	StringInfoData buf;
 
-	if (!wf_notify || seq < 0)
+	if (!wf_notify || seq < 0 ||
+		(!wf_notify_steps && strncmp(key, "set_event:", 10) != 0))
 		return;
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"id\": ");

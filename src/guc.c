@@ -33,6 +33,7 @@ int			wf_audit_retention_s = 30 * 24 * 3600;
 int			wf_log_level = WF_LOG_FAILURES;
 bool		wf_log_step_details = true;
 bool		wf_notify = true;
+bool		wf_notify_steps = false;
 
 static const struct config_enum_entry log_level_options[] = {
 	{"off", WF_LOG_OFF, false},
@@ -171,6 +172,14 @@ wf_define_gucs(void)
 							16, 1, 1000,
 							PGC_SUSET, 0,
 							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("workflows.notify_steps",
+							 "Whether every step that ends is announced with NOTIFY on channel workflows_progress.",
+							 "Published values (workflows.set_event()) are announced whenever workflows.notify is on; this adds every other step, at the cost of a NOTIFY (a cluster-wide lock at commit) per step commit.",
+							 &wf_notify_steps,
+							 false,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
 
 	DefineCustomBoolVariable("workflows.notify",
 							 "Whether the end of an instance is announced with NOTIFY on channel workflows.",

@@ -64,6 +64,7 @@ extern int	wf_audit_retention_s;
 extern int	wf_log_level;
 extern bool wf_log_step_details;
 extern bool wf_notify;
+extern bool wf_notify_steps;
 
 /* workflows.log_level */
 #define WF_LOG_OFF			0
