@@ -16,6 +16,7 @@
 #     executors) terminates every live descendant.
 #  5. Rollback handlers run in reverse order, a failing compensation is
 #     retried, and the instance keeps its original error.
+#  6. examples/order_saga.sql runs and refunds the order that failed.
 
 use strict;
 use warnings;
@@ -329,6 +330,25 @@ SELECT string_agg(step_key || '=' || success, ',' ORDER BY started_at)
 	'the failing compensation was retried until it worked');
 is($node->safe_psql('postgres', "SELECT error->>'sqlstate' FROM workflows.instances WHERE id = 'saga'"),
 	'22012', 'the instance keeps the error that started the rollback');
+
+# 6. the example: an order that calls a payment and maps shipments, with a
+# refund as the payment's rollback
+my $example = ($ENV{TESTDIR} // '.') . '/examples/order_saga.sql';
+$example = 'examples/order_saga.sql' unless -f $example;
+$node->safe_psql('postgres', 'CREATE DATABASE shop');
+my ($rc, $out, $err) = $node->psql('shop', undef,
+	extra_params => [ '-f', $example ], on_error_stop => 1);
+is($rc, 0, 'examples/order_saga.sql runs') or diag($err);
+is( $node->safe_psql(
+		'shop', q{
+SELECT string_agg(i.status || ':' || (p.refunded IS NOT NULL), ',' ORDER BY i.status)
+  FROM workflows.instances i JOIN payments p ON p.instance = i.id || '/pay'
+ WHERE i.workflow = 'order'
+}),
+	'complete:false,errored:true',
+	'order_saga: the shipped order keeps its payment, the failed one is refunded');
+is($node->safe_psql('shop', "SELECT count(*) FROM shipments"),
+	'5', 'order_saga: every item that could be shipped was shipped once');
 
 $node->stop;
 done_testing();
