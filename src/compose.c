@@ -259,7 +259,7 @@ wf_spawn(PG_FUNCTION_ARGS)
  */
 static Datum
 await_step(FunctionCallInfo fcinfo, const char *fname, char *name,
-		   Jsonb *ids, bool any, int64 timeout_ms)
+		   Jsonb *ids, bool any, int64 timeout_ms, const char *group)
 {
 	StringInfoData buf;
 	Jsonb	   *args;
@@ -272,7 +272,14 @@ await_step(FunctionCallInfo fcinfo, const char *fname, char *name,
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"ids\": ");
 	(void) JsonbToCString(&buf, &ids->root, VARSIZE(ids));
-	appendStringInfoString(&buf, any ? ", \"mode\": \"any\"}" : ", \"mode\": \"all\"}");
+	appendStringInfoString(&buf, any ? ", \"mode\": \"any\"" : ", \"mode\": \"all\"");
+	if (group != NULL)
+	{
+		/* the ids are all the children of spawn step "group" (map, call) */
+		appendStringInfoString(&buf, ", \"group\": ");
+		escape_json(&buf, group);
+	}
+	appendStringInfoChar(&buf, '}');
 	args = wf_cstring_jsonb(buf.data);
 	hash = wf_replay_hash('a', "await", args);
 
@@ -344,7 +351,7 @@ wf_await(PG_FUNCTION_ARGS)
 	}
 	appendStringInfoChar(&buf, ']');
 	return await_step(fcinfo, "workflows.await()", name, wf_cstring_jsonb(buf.data),
-					  strcmp(mode, "any") == 0, timeout_ms);
+					  strcmp(mode, "any") == 0, timeout_ms, NULL);
 }
 
 /*
@@ -419,16 +426,19 @@ wf_call(PG_FUNCTION_ARGS)
 	Jsonb	   *result;
 	JsonbValue *entry;
 	Jsonb	   *out;
+	char	   *spawn_key;
 
 	check_name(name, 6);
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '[');
 	(void) JsonbToCString(&buf, &params->root, VARSIZE(params));
 	appendStringInfoChar(&buf, ']');
+	spawn_key = wf_replay_peek_key(name);
 	ids = spawn_step(fcinfo, "workflows.call()", name, workflow,
 					 wf_cstring_jsonb(buf.data), options, false);
 	result = DatumGetJsonbP(await_step(fcinfo, "workflows.call()",
-									   psprintf("%s/await", name), ids, false, -1));
+									   psprintf("%s/await", name), ids, false, -1,
+									   spawn_key));
 	entry = getIthJsonbValueFromContainer(&result->root, 0);
 	if (entry == NULL || entry->type != jbvBinary)
 		elog(ERROR, "await result is not an array of objects");
@@ -457,6 +467,7 @@ wf_map(PG_FUNCTION_ARGS)
 	Jsonb	   *options = PG_ARGISNULL(3) ? NULL : PG_GETARG_JSONB_P(3);
 	Jsonb	   *ids;
 	Jsonb	   *result;
+	char	   *spawn_key;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
@@ -482,9 +493,11 @@ wf_map(PG_FUNCTION_ARGS)
 		(void) wf_replay_begin("workflows.map()", name, 's', 0, &key);
 		PG_RETURN_JSONB_P(wf_cstring_jsonb("[]"));
 	}
+	spawn_key = wf_replay_peek_key(name);
 	ids = spawn_step(fcinfo, "workflows.map()", name, workflow, inputs, options, true);
 	result = DatumGetJsonbP(await_step(fcinfo, "workflows.map()",
-									   psprintf("%s/await", name), ids, false, -1));
+									   psprintf("%s/await", name), ids, false, -1,
+									   spawn_key));
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '[');
@@ -595,6 +608,36 @@ object_text(Jsonb *j, const char *key)
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
+/* each child's params obey workflows.max_payload_size, as create()'s do */
+static void
+check_inputs(JsonbValue *inputs)
+{
+	Jsonb	   *arr = JsonbValueToJsonb(inputs);
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	if (!JB_ROOT_IS_ARRAY(arr) || JB_ROOT_IS_SCALAR(arr))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid spawn arguments")));
+	it = JsonbIteratorInit(&arr->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		Jsonb	   *one;
+
+		if (tok != WJB_ELEM)
+			continue;
+		one = JsonbValueToJsonb(&v);
+		if (VARSIZE(one) > (Size) wf_max_payload_size)
+			ereport(ERROR,
+					(errcode(ERRCODE_WF_LIMIT_EXCEEDED),
+					 errmsg("child params are %u bytes, more than workflows.max_payload_size (%d)",
+							(unsigned int) VARSIZE(one), wf_max_payload_size)));
+		pfree(one);
+	}
+}
+
 /*
  * workflows._spawn(args jsonb) returns jsonb
  *
@@ -640,6 +683,7 @@ wf_spawn_children(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid spawn arguments")));
 
+	check_inputs(inputs);
 	wf_as_owner_begin(&s);
 	v[0] = CStringGetTextDatum(parent);
 	if (wf_query(&q_parent, v, NULL, 1) != 1)
@@ -708,6 +752,13 @@ static WfQuery q_consume = {
 	2, {TEXTOID, TEXTOID}, NULL
 };
 
+/* is any child of this spawn step still live?  (the partial index) */
+static WfQuery q_group_live = {
+	"SELECT EXISTS (SELECT 1 FROM workflows.instances WHERE parent = $1 AND spawned_by = $2 "
+	"  AND status IN ('queued', 'running', 'waiting', 'paused'))",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
 static WfQuery q_awaited = {
 	"SELECT jsonb_agg(jsonb_build_object('id', u.id, 'status', i.status, "
 	"         'output', i.output, 'error', i.error) ORDER BY u.ord), "
@@ -754,6 +805,7 @@ wf_compose_await(const char *id, Oid owner, WfAction *a, TimestampTz now,
 	bool		isnull;
 	JsonbValue *mode = member(a->args, "mode");
 	JsonbValue *ids = member(a->args, "ids");
+	JsonbValue *group = member(a->args, "group");
 	int64		final,
 				total,
 				strangers;
@@ -765,6 +817,26 @@ wf_compose_await(const char *id, Oid owner, WfAction *a, TimestampTz now,
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(a->key);
 	wf_query(&q_consume, v, NULL, 0);
+
+	/*
+	 * All the children of one spawn step (map, call): while one of them
+	 * lives, a probe of the partial index of live children says so, and
+	 * the instance waits on without reading the others -- a map over N
+	 * children is woken up to N times, and must not read N rows each time.
+	 */
+	if (group != NULL && group->type == jbvString && !any)
+	{
+		v[1] = CStringGetTextDatum(pnstrdup(group->val.string.val, group->val.string.len));
+		wf_query(&q_group_live, v, NULL, 1);
+		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
+		{
+			if (a->until != DT_NOEND && a->until <= now)
+				goto full;		/* the timeout's message counts them */
+			*wake = a->until;
+			return 'w';
+		}
+	}
+full:
 	v[1] = JsonbPGetDatum(JsonbValueToJsonb(ids));
 	v[2] = ObjectIdGetDatum(owner);
 	wf_query(&q_awaited, v, NULL, 1);

@@ -1886,6 +1886,7 @@ safe_tick(bool *claimed)
 														failures, edata->message),
 											   "Fix the cause, then run workflows.restart() on the instance."));
 			wf_query(&q_park_failed, v, NULL, 0);
+			wf_compose_finished(id);
 			seen[k].id[0] = '\0';
 			if (wf_notify)
 				notify_final(id, "errored");

@@ -989,7 +989,7 @@ wf_replay_sql_step(FunctionCallInfo fcinfo, const char *fname, char *name,
 char *
 wf_replay_peek_key(const char *name)
 {
-	WfCount    *c = hash_search(R.counts, name, HASH_FIND, NULL);
+	WfCount    *c = R.counts ? hash_search(R.counts, name, HASH_FIND, NULL) : NULL;
 	int			n = (c == NULL || c->run != R.run) ? 1 : c->count + 1;
 
 	if (n == 1)

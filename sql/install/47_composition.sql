@@ -18,6 +18,9 @@ CREATE INDEX instances_by_parent ON workflows.instances (parent, created_at, id)
     WHERE parent IS NOT NULL;
 CREATE INDEX instances_held ON workflows.instances (parent, spawned_by)
     WHERE held;
+-- live children of a spawn step: an await of a map's children probes it
+CREATE INDEX instances_live_children ON workflows.instances (parent, spawned_by)
+    WHERE parent IS NOT NULL AND status IN ('queued', 'running', 'waiting', 'paused');
 
 -- an await is a step type of its own
 ALTER TABLE workflows.steps DROP CONSTRAINT steps_type_check;

@@ -267,6 +267,9 @@ END $$;
 SELECT workflows.register('busy', 'busy(jsonb)');
 SELECT workflows.create('busy', '{"level": 2}', 'tree');
 });
+$node->poll_query_until('postgres',
+	"SELECT count(*) FROM workflows.instances WHERE root = 'tree'", '12')
+  or die 'the tree did not grow to 12 descendants';
 $node->poll_query_until(
 	'postgres', q{
 SELECT count(*) >= 2 FROM workflows._in_flight() f
