@@ -916,7 +916,7 @@ wf_compose_finished(const char *id)
 	v[0] = CStringGetTextDatum(id);
 	wf_query(&q_finished, v, NULL, 1);
 	if (DatumGetInt64(wf_get_datum(0, 1, &isnull)) > 0)
-		wf_signal_at_commit();
+		wf_child_signal_at_commit();
 	if (DatumGetInt64(wf_get_datum(0, 2, &isnull)) > 0)
 		wf_wake_at_commit();
 }

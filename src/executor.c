@@ -265,6 +265,7 @@ static struct
 static TimeoutId step_timeout_id;
 static volatile sig_atomic_t step_timed_out = false;
 static uint64 seen_signal_generation = 0;
+static uint64 seen_child_generation = 0;	/* (compose.c) */
 
 /*
  * Every statement an executor starts is shown to replay.c, which tells the
@@ -2007,10 +2008,12 @@ static void
 maybe_sweep(void)
 {
 	uint64		g = pg_atomic_read_u64(&wf_shared->signal_generation);
+	uint64		c = pg_atomic_read_u64(&wf_shared->child_generation);
 
-	if (g != seen_signal_generation)
+	if (g != seen_signal_generation || c != seen_child_generation)
 	{
 		seen_signal_generation = g;
+		seen_child_generation = c;
 		sweep_events();
 	}
 }

@@ -170,6 +170,12 @@ typedef struct WfShared
 	PGPROC	   *launcher_proc;
 	/* bumped after every commit that sent an event or left a request */
 	pg_atomic_uint64 signal_generation;
+	/*
+	 * bumped after every commit that ended a child instance (compose.c):
+	 * executors sweep for the parents it woke between their batches, but
+	 * unlike signal_generation it does not end a batch early
+	 */
+	pg_atomic_uint64 child_generation;
 	/* databases to (re)probe: extension created, database created */
 	slock_t		launch_mutex;
 	int			nlaunch;
@@ -211,6 +217,7 @@ extern void wf_wake_waiters(uint32 idhash);
 /* ---- wakeup.c ---- */
 extern void wf_wake_at_commit(void);
 extern void wf_signal_at_commit(void);
+extern void wf_child_signal_at_commit(void);
 extern void wf_waiters_at_commit(void);
 extern void wf_launch_at_commit(void);
 extern void wf_probe_at_commit(Oid dboid);
