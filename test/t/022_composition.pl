@@ -16,7 +16,9 @@
 #     executors) terminates every live descendant.
 #  5. Rollback handlers run in reverse order, a failing compensation is
 #     retried, and the instance keeps its original error.
-#  6. examples/order_saga.sql runs and refunds the order that failed.
+#  6. Published values (and, with workflows.notify_steps, every step) are
+#     announced on channel workflows_progress.
+#  7. examples/order_saga.sql runs and refunds the order that failed.
 
 use strict;
 use warnings;
@@ -334,7 +336,49 @@ SELECT string_agg(step_key || '=' || success, ',' ORDER BY started_at)
 is($node->safe_psql('postgres', "SELECT error->>'sqlstate' FROM workflows.instances WHERE id = 'saga'"),
 	'22012', 'the instance keeps the error that started the rollback');
 
-# 6. the example: an order that calls a payment and maps shipments, with a
+# 6. the progress stream is announced: published values always, other
+# steps with workflows.notify_steps (only ids, keys and positions)
+$node->safe_psql(
+	'postgres', q{
+CREATE FUNCTION talker(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.step('quiet', 'SELECT ''{"secret": "do not notify me"}''::jsonb');
+    PERFORM workflows.set_event('stage', '"half way"');
+    RETURN '"done"';
+END $$;
+SELECT workflows.register('talker', 'talker(jsonb)');
+});
+my $heard = $node->safe_psql(
+	'postgres', q{
+LISTEN workflows_progress;
+SELECT workflows.create('talker', '{}', 'talk-1');
+SELECT workflows.wait('talk-1', '60 s')->>'status';
+SELECT pg_sleep(0.2);
+});
+like($heard,
+	qr/Asynchronous notification "workflows_progress" with payload "\{"id": "talk-1", "seq": 2, "key": "set_event:stage", "status": "complete"\}"/,
+	'a published value is announced on workflows_progress');
+unlike($heard, qr/"key": "quiet"/, 'other steps are not, by default');
+unlike($heard, qr/do not notify me|half way/, 'no data in the announcements');
+$node->append_conf('postgresql.conf', 'workflows.notify_steps = on');
+$node->reload;
+$heard = $node->safe_psql(
+	'postgres', q{
+LISTEN workflows_progress;
+SELECT pg_sleep(0.5);
+SELECT workflows.create('talker', '{}', 'talk-2');
+SELECT workflows.wait('talk-2', '60 s')->>'status';
+SELECT pg_sleep(0.2);
+});
+like($heard,
+	qr/payload "\{"id": "talk-2", "seq": 1, "key": "quiet", "status": "complete"\}"/,
+	'with workflows.notify_steps, every step that ends is announced');
+is( $node->safe_psql('postgres',
+		"SELECT string_agg(seq || ':' || kind || ':' || key, ',' ORDER BY seq) FROM workflows.progress('talk-2')"),
+	'1:step:quiet,2:event:stage',
+	'progress() reads the stream the announcements point to');
+
+# 7. the example: an order that calls a payment and maps shipments, with a
 # refund as the payment's rollback
 my $example = ($ENV{TESTDIR} // '.') . '/examples/order_saga.sql';
 $example = 'examples/order_saga.sql' unless -f $example;
