@@ -7,6 +7,7 @@ MODULE_big = workflows
 OBJS = \
 	src/api.o \
 	src/async.o \
+	src/compose.o \
 	src/crash.o \
 	src/executor.o \
 	src/flow.o \
@@ -36,7 +37,7 @@ DATA = $(filter-out $(DATA_built),$(wildcard sql/workflows--*.sql)) \
 	$(wildcard sql/workflows_router--*.sql)
 EXTRA_CLEAN = $(DATA_built)
 
-REGRESS = test_setup engine steps control versions security races operations describe stability flow_control
+REGRESS = test_setup engine steps control versions security races operations describe stability flow_control composition
 REGRESS_OPTS = --inputdir=. --load-extension=workflows
 
 # the step-kind registry, for extensions that add kinds of steps

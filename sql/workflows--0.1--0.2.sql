@@ -151,7 +151,8 @@ BEGIN
                    -- a failure the workflow caught and went on from
                    || CASE WHEN s.status = 'failed' AND i.status = 'complete'
                            THEN '{"handled": true}'::jsonb ELSE '{}' END
-                   ORDER BY s.seq)
+                   -- compensations (seq -1) after the steps, in the order they ran
+                   ORDER BY s.seq < 0, s.seq, s.started_at)
           FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
     IF i.status IN ('queued', 'running', 'waiting') THEN
         held := workflows._flow_reason(i.id);
@@ -187,7 +188,20 @@ BEGIN
         'error', i.error,
         'output', i.output)
         -- flow control: why it is held back (sql/install/45_flow_control.sql)
-        || CASE WHEN held IS NOT NULL THEN jsonb_build_object('heldBack', held) ELSE '{}' END;
+        || CASE WHEN held IS NOT NULL THEN jsonb_build_object('heldBack', held) ELSE '{}' END
+        -- lineage (workflows.spawn()): the parent, and the first 1000 children
+        -- (workflows.list(parent => id) pages through all of them)
+        || CASE WHEN i.parent IS NOT NULL
+                THEN jsonb_build_object('parent', i.parent, 'root', i.root, 'depth', i.depth)
+                ELSE '{}' END
+        || COALESCE((SELECT jsonb_build_object('children', jsonb_agg(jsonb_build_object(
+                                'id', c.id, 'workflow', c.workflow, 'status', c.status)
+                                ORDER BY c.created_at, c.id))
+                       FROM (SELECT c.id, c.workflow, c.status, c.created_at
+                               FROM workflows.instances c
+                              WHERE c.parent = i.id
+                              ORDER BY c.created_at, c.id LIMIT 1000) c
+                     HAVING count(*) > 0), '{}');
 END
 $$;
 COMMENT ON FUNCTION workflows.status(text) IS
@@ -258,6 +272,9 @@ BEGIN
                 to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
             WHEN cur.type = 'sleep' THEN format(': sleeping in step "%s" until %s',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
+            WHEN cur.type = 'await' THEN format(': awaiting instances in step "%s"', cur.key)
+                || CASE WHEN cur.wake_at < 'infinity' THEN ' until '
+                        || to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ') ELSE '' END
             ELSE format(': step "%s" will retry at %s (attempt %s failed)',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
             END;
@@ -327,8 +344,33 @@ BEGIN
         END IF;
     END IF;
 
+    -- lineage: the parent, and the tree of descendants (the first 100)
+    IF i.parent IS NOT NULL THEN
+        RETURN NEXT rpad('parent', label_width) || i.parent
+                    || format(' (root %s, depth %s)', i.root, i.depth);
+    END IF;
+    FOR trg IN
+        WITH RECURSIVE t(id, workflow, status, lvl, path) AS (
+            SELECT c.id, c.workflow, c.status, 1, ARRAY[c.created_at::text || c.id]
+              FROM workflows.instances c WHERE c.parent = i.id
+            UNION ALL
+            SELECT c.id, c.workflow, c.status, t.lvl + 1, t.path || (c.created_at::text || c.id)
+              FROM workflows.instances c JOIN t ON c.parent = t.id
+             WHERE t.lvl < 20)
+        SELECT repeat('  ', t.lvl - 1) || '└ ' || t.id || '  ' || t.workflow || '  ' || t.status
+          FROM t ORDER BY t.path LIMIT 100
+    LOOP
+        IF nsteps = 0 THEN
+            RETURN NEXT 'children';
+            nsteps := -1;
+        END IF;
+        RETURN NEXT '  ' || trg;
+    END LOOP;
+    nsteps := 0;
+
     -- the steps
-    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id ORDER BY s.seq LOOP
+    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id
+               ORDER BY s.seq < 0, s.seq, s.started_at LOOP
         nsteps := nsteps + 1;
         IF st.status = 'complete' THEN
             ncomplete := ncomplete + 1;
@@ -354,7 +396,7 @@ BEGIN
                  || ' until ' || to_char(st.wake_at,
                  CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END)
             ELSE st.status END;
-        c_n := c_n || (st.seq + 1)::text;
+        c_n := c_n || CASE WHEN st.seq < 0 THEN '-' ELSE (st.seq + 1)::text END;
         c_key := c_key || workflows._fmt_line(st.key, 40);
         c_type := c_type || CASE st.type WHEN 'event' THEN 'waitForEvent' ELSE st.type END;
         c_start := c_start || to_char(st.started_at,
@@ -407,11 +449,15 @@ BEGIN
         UPDATE workflows.instances
            SET status = 'paused', wake_at = NULL, waiting_for = NULL, revision = revision + 1
          WHERE id = instance;
+        PERFORM workflows._cascade(instance, 'pause');
     ELSIF command = 'resume' AND i.status = 'paused' THEN
         new_status := CASE WHEN i.started_at IS NULL THEN 'queued' ELSE 'running' END;
+        -- (a child a bounded map holds back stays held)
         UPDATE workflows.instances
-           SET status = new_status, wake_at = now(), revision = revision + 1
+           SET status = new_status, wake_at = CASE WHEN held THEN NULL ELSE now() END,
+               revision = revision + 1
          WHERE id = instance;
+        PERFORM workflows._cascade(instance, 'resume');
     ELSIF command = 'terminate' AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
         new_status := 'terminated';
         UPDATE workflows.instances
@@ -421,6 +467,12 @@ BEGIN
         -- like the executors' notice of complete and errored instances
         IF current_setting('workflows.notify')::boolean THEN
             PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
+        END IF;
+        -- its parent learns it ended; its live descendants end too, unless
+        -- terminate(id, cascade => false) asked to leave them (from_step '')
+        PERFORM workflows._child_final(instance);
+        IF from_step IS NULL THEN
+            PERFORM workflows._cascade(instance, 'terminate');
         END IF;
     ELSIF command = 'restart' THEN
         IF from_step IS NOT NULL THEN
@@ -1172,6 +1224,19 @@ CREATE FUNCTION workflows._flow_lock(workflow text)
 REVOKE ALL ON FUNCTION workflows._flow_lock(text) FROM PUBLIC;
 
 /*
+ * The shared side of the same lock: taken by an executor that takes a slot
+ * far from the limit (_flow_acquire_fast()) and keeps running the instance
+ * in the same transaction.  Whoever counts exactly (the exclusive side)
+ * waits until those transactions end, so it sees every slot they took.
+ */
+CREATE FUNCTION workflows._flow_lock_shared(workflow text)
+    RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pg_catalog.pg_advisory_xact_lock_shared(1464232014, pg_catalog.hashtext(workflow)) $$;
+REVOKE ALL ON FUNCTION workflows._flow_lock_shared(text) FROM PUBLIC;
+
+/*
  * workflows.set_flow_control(workflow, config): set or (NULL) clear the
  * flow control of a workflow; its owner or workflows_admin only (checked
  * by the C function, src/flow.c, which then calls _flow_set() as the
@@ -1269,6 +1334,76 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION workflows._flow_take(workflows.flow_members, jsonb, jsonb) FROM PUBLIC;
+
+/*
+ * The fast path of taking a slot (src/flow.c), in the executor's running
+ * transaction: when every concurrency entry of the instance's keys is far
+ * enough from its limit that even the slots other executors may have taken
+ * in transactions not yet committed (slack: at most one batch of instances
+ * per executor) cannot reach it, and nobody of the key is held back, the
+ * slot is taken under the shared lock and the instance runs at once.
+ * Returns 'took'; or 'no' (nothing taken, no lock held): the executor takes
+ * the exact path (_flow_acquire()); or 'no-locked' (the shared lock is held
+ * until this transaction ends, which must therefore commit before the
+ * exact path takes the lock exclusively).
+ */
+CREATE FUNCTION workflows._flow_acquire_fast(instance text, slack integer)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    m workflows.flow_members;
+    config jsonb;
+    params jsonb;
+    e jsonb;
+    n integer;
+    k text;
+    ks text[];
+    running bigint;
+    locked boolean := false;
+BEGIN
+    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance FOR UPDATE;
+    IF NOT FOUND OR m.state = 'holds' THEN
+        RETURN 'took';
+    END IF;
+    SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = m.workflow;
+    IF config IS NULL OR (config ? 'throttle' AND m.throttled_at IS NULL) THEN
+        RETURN 'no';
+    END IF;
+    SELECT i.params INTO params FROM workflows.instances i WHERE i.id = instance;
+    -- look first without the lock (near the limit, nothing is taken), then
+    -- again under it (what an exclusive holder committed meanwhile counts)
+    LOOP
+        n := 0;
+        ks := '{}';
+        FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(workflows._flow_entries(config)) x LOOP
+            n := n + 1;
+            k := workflows._flow_key(params, e->>'key');
+            ks := ks || k;
+            SELECT count(*) INTO running FROM workflows.flow_members f
+              JOIN workflows.instances i ON i.id = f.instance_id
+             WHERE f.workflow = m.workflow AND f.state = 'holds' AND f.keys[n] = k
+               AND i.status IN ('queued', 'running', 'waiting');
+            IF running + slack >= (e->>'limit')::bigint OR EXISTS (
+                   SELECT 1 FROM workflows.flow_members f
+                    WHERE f.workflow = m.workflow AND f.state = 'held' AND f.held_on = n
+                      AND f.held_key = k) THEN
+                RETURN CASE WHEN locked THEN 'no-locked' ELSE 'no' END;
+            END IF;
+        END LOOP;
+        EXIT WHEN locked;
+        PERFORM workflows._flow_lock_shared(m.workflow);
+        locked := true;
+    END LOOP;
+    UPDATE workflows.flow_members f
+       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
+           debouncing = false
+     WHERE f.instance_id = instance;
+    RETURN 'took';
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_acquire_fast(text, integer) FROM PUBLIC;
 
 /*
  * The executor's hook before an instance with flow control runs while it
@@ -1414,6 +1549,110 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION workflows._flow_release(text, text) FROM PUBLIC;
+
+/*
+ * The executor's release (src/flow.c), in a transaction of its own right
+ * after the commit that left the instance sleeping, waiting, paused or
+ * final: that commit made the slot free already (holders are counted among
+ * live instances only), this hands it to the next one held back.  Does
+ * nothing if the instance moved on since (its revision changed): whoever
+ * moved it released or re-took its slots.  Without exclusive, it only
+ * marks the member when nobody of the workflow is held back (under the
+ * shared lock), and returns -1 otherwise: the caller then runs it again,
+ * exclusive, in a new transaction.
+ */
+CREATE FUNCTION workflows._flow_release_after(instance text, rev bigint, exclusive boolean)
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    st text;
+    m workflows.flow_members;
+BEGIN
+    SELECT i.status INTO st FROM workflows.instances i
+     WHERE i.id = instance AND i.revision = rev AND i.status <> 'running';
+    IF st IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF exclusive THEN
+        RETURN workflows._flow_release(instance, st);
+    END IF;
+    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance;
+    IF NOT FOUND OR m.state <> 'holds' THEN
+        RETURN 0;
+    END IF;
+    -- nobody held back: no one to hand the slot to (a parker holds the
+    -- lock exclusively until it commits, so it is seen here or sees us gone)
+    PERFORM workflows._flow_lock_shared(m.workflow);
+    IF EXISTS (SELECT 1 FROM workflows.flow_members f
+                WHERE f.workflow = m.workflow AND f.state = 'held') THEN
+        RETURN -1;
+    END IF;
+    UPDATE workflows.flow_members f
+       SET state = CASE WHEN st IN ('complete', 'errored', 'terminated') THEN 'done' ELSE 'ready' END
+     WHERE f.instance_id = instance AND f.state = 'holds';
+    RETURN 0;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_release_after(text, bigint, boolean) FROM PUBLIC;
+
+/*
+ * After a crash (run by the first executor when it starts): an instance
+ * that became final or started waiting may not have handed its slot on.
+ * Marks such members and promotes the held-back ones into the free slots.
+ */
+CREATE FUNCTION workflows._flow_repair()
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    r record;
+    c workflows.flow_members;
+    config jsonb;
+    p jsonb;
+    promoted integer := 0;
+    tries integer;
+BEGIN
+    UPDATE workflows.flow_members f
+       SET state = CASE WHEN i.status IN ('complete', 'errored', 'terminated') THEN 'done' ELSE 'ready' END
+      FROM workflows.instances i
+     WHERE i.id = f.instance_id AND f.state = 'holds'
+       AND i.status NOT IN ('queued', 'running');
+    FOR r IN SELECT DISTINCT f.workflow, f.held_on, f.held_key
+               FROM workflows.flow_members f WHERE f.state = 'held' LOOP
+        PERFORM workflows._flow_lock(r.workflow);
+        SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = r.workflow;
+        tries := 0;
+        LOOP
+            tries := tries + 1;
+            EXIT WHEN tries > 1000;
+            SELECT * INTO c FROM workflows.flow_members f
+             WHERE f.workflow = r.workflow AND f.state = 'held' AND f.held_on = r.held_on
+               AND f.held_key = r.held_key
+             ORDER BY f.priority DESC, f.seq LIMIT 1 FOR UPDATE SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
+            IF config IS NULL THEN
+                UPDATE workflows.flow_members f SET state = 'ready' WHERE f.instance_id = c.instance_id;
+                UPDATE workflows.instances i SET wake_at = now()
+                 WHERE i.id = c.instance_id AND i.status IN ('queued', 'running', 'waiting');
+                CONTINUE;
+            END IF;
+            SELECT i.params INTO p FROM workflows.instances i WHERE i.id = c.instance_id;
+            EXIT WHEN NOT workflows._flow_take(c, p, config);
+            UPDATE workflows.instances i SET wake_at = now()
+             WHERE i.id = c.instance_id AND i.status IN ('queued', 'running', 'waiting');
+            promoted := promoted + 1;
+        END LOOP;
+    END LOOP;
+    IF promoted > 0 THEN
+        PERFORM workflows._wake_at_commit();
+    END IF;
+    RETURN promoted;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_repair() FROM PUBLIC;
 
 /*
  * create()'s hook (src/flow.c), for a workflow with flow control or a
@@ -1852,3 +2091,279 @@ CREATE VIEW workflows.flow_backlog WITH (security_invoker = true) AS
 COMMENT ON VIEW workflows.flow_backlog IS
     'flow control per workflow and concurrency key: running (holding a slot), held back, throttled, oldest held, next eligible time';
 GRANT SELECT ON workflows.flow_backlog TO PUBLIC;
+
+-- composition (issue 15)
+
+/*
+ * Lineage.  A child records its parent, the root of its tree, its depth
+ * (the root is 0) and the key of the parent's step that spawned it.  A
+ * child of a bounded map waits "held" (queued, no wake time) until a
+ * sibling ends (src/compose.c).  No foreign key to the parent: a parent may
+ * be erased or purged before its children, and instances stay keyed by
+ * their own id (DESIGN.md, section 4).
+ */
+ALTER TABLE workflows.instances
+    ADD COLUMN parent text,
+    ADD COLUMN root text,
+    ADD COLUMN depth integer NOT NULL DEFAULT 0,
+    ADD COLUMN spawned_by text,
+    ADD COLUMN held boolean NOT NULL DEFAULT false;
+CREATE INDEX instances_by_parent ON workflows.instances (parent, created_at, id)
+    WHERE parent IS NOT NULL;
+CREATE INDEX instances_held ON workflows.instances (parent, spawned_by)
+    WHERE held;
+-- instances awaiting all the children of a spawn step: the executors' sweep
+-- walks it (src/compose.c, wf_compose_sweep())
+CREATE INDEX instances_group_waits ON workflows.instances (id)
+    WHERE waiting_for LIKE 'workflows.group:%';
+-- live children of a spawn step: an await of a map's children probes it
+CREATE INDEX instances_live_children ON workflows.instances (parent, spawned_by)
+    WHERE parent IS NOT NULL AND status IN ('queued', 'running', 'waiting', 'paused');
+
+-- an await is a step type of its own
+ALTER TABLE workflows.steps DROP CONSTRAINT steps_type_check;
+ALTER TABLE workflows.steps ADD CONSTRAINT steps_type_check
+    CHECK (type IN ('step', 'sleep', 'event', 'await'));
+
+/*
+ * Called by workflow functions while an executor runs them (no SET
+ * search_path, like step(): see 20_api.sql).
+ */
+CREATE FUNCTION workflows.spawn(name text, workflow text, params jsonb DEFAULT '{}',
+                                options jsonb DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_spawn';
+COMMENT ON FUNCTION workflows.spawn(text, text, jsonb, jsonb) IS
+    'a step that creates a child instance (same owner) in the same transaction as its memo; returns its id';
+
+CREATE FUNCTION workflows.await(name text, ids text[], mode text DEFAULT 'all',
+                                timeout interval DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_await';
+COMMENT ON FUNCTION workflows.await(text, text[], text, interval) IS
+    'wait without a process until all (or any) of the instances are final; returns [{id, status, output, error}]; WF010 on timeout';
+
+CREATE FUNCTION workflows.call(name text, workflow text, params jsonb DEFAULT '{}',
+                               options jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_call';
+COMMENT ON FUNCTION workflows.call(text, text, jsonb, jsonb) IS
+    'spawn a child and await it: returns its output or raises its error';
+
+CREATE FUNCTION workflows.map(name text, workflow text, inputs jsonb, options jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_map';
+COMMENT ON FUNCTION workflows.map(text, text, jsonb, jsonb) IS
+    'one child per element of inputs, awaited together; outputs in input order; options.concurrency bounds running children';
+
+CREATE FUNCTION workflows.set_event(key text, value jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_set_event';
+COMMENT ON FUNCTION workflows.set_event(text, jsonb) IS
+    'a step that publishes a value under key, readable with get_event() while the instance runs';
+
+CREATE FUNCTION workflows.rollback()
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_rollback';
+COMMENT ON FUNCTION workflows.rollback() IS
+    'a step that runs the "rollback" of every completed step not compensated yet, latest first; returns [{step, status}]';
+
+-- the spawn step's callback; refuses to run anywhere else (src/compose.c)
+CREATE FUNCTION workflows._spawn(args jsonb)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_spawn_children';
+GRANT EXECUTE ON FUNCTION workflows._spawn(jsonb) TO PUBLIC;
+
+-- an instance ended outside the executors (_apply()): tell its parent
+CREATE FUNCTION workflows._child_final(id text)
+    RETURNS void
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_child_final';
+REVOKE ALL ON FUNCTION workflows._child_final(text) FROM PUBLIC;
+
+-- a command left for an executor (cascades): sweep for it at commit
+CREATE FUNCTION workflows._signal_at_commit()
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_signal_sql';
+REVOKE ALL ON FUNCTION workflows._signal_at_commit() FROM PUBLIC;
+
+/*
+ * Cascading control: apply a command to the live children of an instance,
+ * and through _apply() to theirs.  A child an executor holds gets a
+ * request, applied at its step boundary (and cascading from there).  Runs
+ * as the extension's owner, inside _apply().
+ */
+CREATE FUNCTION workflows._cascade(instance text, command text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    c record;
+    signal boolean := false;
+BEGIN
+    FOR c IN SELECT i.id, i.owner FROM workflows.instances i
+              WHERE i.parent = instance
+                AND i.status NOT IN ('complete', 'errored', 'terminated')
+              ORDER BY i.created_at, i.id LOOP
+        PERFORM 1 FROM workflows.instances i WHERE i.id = c.id FOR NO KEY UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            PERFORM workflows._apply(c.id, command, NULL, false);
+        ELSIF command IN ('pause', 'terminate') THEN
+            INSERT INTO workflows.requests (instance_id, command, from_step, requested_by)
+            VALUES (c.id, command, NULL, c.owner)
+            ON CONFLICT (instance_id) DO UPDATE SET command = EXCLUDED.command,
+                from_step = NULL, requested_at = now();
+            signal := true;
+        END IF;
+    END LOOP;
+    IF signal THEN
+        PERFORM workflows._signal_at_commit();
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._cascade(text, text) FROM PUBLIC;
+
+/*
+ * Reading what an instance publishes
+ */
+CREATE FUNCTION workflows.get_event(id text, key text, timeout interval DEFAULT '0')
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + COALESCE(timeout, interval '0');
+    v jsonb;
+    found_it boolean;
+BEGIN
+    IF key IS NULL OR key = '' THEN
+        RAISE EXCEPTION 'event key must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM workflows.instances i WHERE i.id = get_event.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(get_event.id);
+    END IF;
+    LOOP
+        found_it := false;
+        SELECT s.output, true INTO v, found_it
+          FROM workflows.steps s
+         WHERE s.instance_id = get_event.id AND s.name = 'set_event:' || get_event.key
+           AND s.type = 'step' AND s.status = 'complete'
+         ORDER BY s.seq DESC LIMIT 1;
+        IF found_it THEN
+            RETURN v;
+        END IF;
+        EXIT WHEN clock_timestamp() >= deadline;
+        PERFORM pg_sleep(LEAST(0.01, GREATEST(0, extract(epoch FROM deadline - clock_timestamp()))));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION workflows.get_event(text, text, interval) IS
+    'the latest value the instance published under key with set_event(), waiting up to timeout for one; NULL if none';
+
+CREATE FUNCTION workflows.progress(id text, after bigint DEFAULT 0)
+    RETURNS TABLE (seq bigint, kind text, key text, status text, value jsonb, at timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM workflows.instances i WHERE i.id = progress.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(progress.id);
+    END IF;
+    RETURN QUERY
+        SELECT (s.seq + 1)::bigint,
+               CASE WHEN s.type = 'step' AND s.name LIKE 'set_event:%' THEN 'event'
+                    WHEN s.type = 'event' THEN 'waitForEvent' ELSE s.type END,
+               CASE WHEN s.type = 'step' AND s.name LIKE 'set_event:%' THEN substr(s.name, 11)
+                    ELSE s.key END,
+               CASE WHEN s.status = 'waiting' THEN 'complete' ELSE s.status END,
+               CASE WHEN s.status = 'failed' THEN s.error ELSE s.output END,
+               CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END
+          FROM workflows.steps s
+         WHERE s.instance_id = progress.id AND s.seq >= 0 AND s.seq + 1 > COALESCE(after, 0)
+           AND (s.status IN ('complete', 'failed')
+                OR (s.type = 'sleep' AND s.status = 'waiting' AND s.wake_at <= clock_timestamp()))
+         ORDER BY s.seq;
+END
+$$;
+COMMENT ON FUNCTION workflows.progress(text, bigint) IS
+    'the instance''s final steps and published values in order, after a sequence number; announced on channel workflows_progress';
+
+GRANT EXECUTE ON FUNCTION workflows.get_event(text, text, interval),
+    workflows.progress(text, bigint) TO PUBLIC;
+
+-- terminate() cascades to children unless told not to; list() filters by parent
+DROP FUNCTION workflows.terminate(text);
+CREATE FUNCTION workflows.terminate(id text, cascade boolean DEFAULT true)
+    RETURNS text
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_terminate';
+COMMENT ON FUNCTION workflows.terminate(text, boolean) IS
+    'stop an instance for good (a running one at its step boundary), and its live descendants unless cascade is false; returns terminated or terminating';
+
+DROP FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text);
+CREATE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
+                               created_after timestamptz DEFAULT NULL,
+                               created_before timestamptz DEFAULT NULL,
+                               page_size integer DEFAULT 50, after_id text DEFAULT NULL,
+                               parent text DEFAULT NULL)
+    RETURNS SETOF workflows.instances
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    after_created timestamptz;
+BEGIN
+    IF page_size IS NULL OR page_size < 1 OR page_size > 10000 THEN
+        RAISE EXCEPTION 'page_size must be from 1 to 10000' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF list.status IS NOT NULL AND list.status NOT IN
+           ('queued', 'running', 'paused', 'waiting', 'errored', 'terminated', 'complete') THEN
+        RAISE EXCEPTION 'invalid instance status "%"', list.status
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use queued, running, paused, waiting, errored, terminated or complete.';
+    END IF;
+    IF list.parent IS NOT NULL THEN
+        PERFORM 1 FROM workflows.instances i WHERE i.id = list.parent;
+        IF NOT FOUND THEN
+            PERFORM workflows._instance_unusable(list.parent);
+        END IF;
+    END IF;
+    IF after_id IS NOT NULL THEN
+        SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
+        IF NOT FOUND THEN
+            -- 42501 for another role's instance, 42704 for none, as everywhere
+            PERFORM workflows._instance_unusable(after_id);
+        END IF;
+    END IF;
+    RETURN QUERY
+        SELECT i.*
+          FROM workflows.instances i
+         WHERE (list.parent IS NULL OR i.parent = list.parent)
+           AND (list.workflow IS NULL OR i.workflow = list.workflow)
+           AND (list.status IS NULL OR i.status = list.status)
+           AND (created_after IS NULL OR i.created_at >= created_after)
+           AND (created_before IS NULL OR i.created_at < created_before)
+           AND (after_id IS NULL OR (i.created_at, i.id) > (after_created, after_id))
+         ORDER BY i.created_at, i.id
+         LIMIT page_size;
+END
+$$;
+COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text, text) IS
+    'list instances by workflow, status, creation time and parent, oldest first; page with after_id => the last id of the previous page';

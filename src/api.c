@@ -743,7 +743,7 @@ run_command(const char *id, const char *command, const char *from_step)
 	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
 	workflow = wf_get_text(0, 3);
 	v[0] = CStringGetTextDatum(id);
-	if (from_step != NULL)
+	if (from_step != NULL && strcmp(command, "restart") == 0)
 	{
 		v[1] = CStringGetTextDatum(from_step);
 		if (wf_query(&q_step_exists, v, NULL, 1) == 0)
@@ -794,7 +794,9 @@ run_command(const char *id, const char *command, const char *from_step)
 	}
 	result = spi_strdup(result);
 	audit(caller, command, id, workflow, owner,
-		  wf_cstring_jsonb(from_step ?
+		  wf_cstring_jsonb(from_step && strcmp(command, "terminate") == 0 ?
+						   psprintf("{\"result\": %s, \"cascade\": false}", json_str(result)) :
+						   from_step ?
 						   psprintf("{\"result\": %s, \"from_step\": %s}",
 									json_str(result), json_str(from_step)) :
 						   psprintf("{\"result\": %s}", json_str(result))));
@@ -822,11 +824,19 @@ wf_resume(PG_FUNCTION_ARGS)
 	PG_RETURN_TEXT_P(run_command(text_to_cstring(PG_GETARG_TEXT_PP(0)), "resume", NULL));
 }
 
-/* workflows.terminate(id text) returns text */
+/*
+ * workflows.terminate(id text, cascade boolean) returns text
+ *
+ * Without cascade, the command carries from_step '' (workflows._apply()
+ * leaves the instance's children alone).
+ */
 Datum
 wf_terminate(PG_FUNCTION_ARGS)
 {
-	PG_RETURN_TEXT_P(run_command(text_to_cstring(PG_GETARG_TEXT_PP(0)), "terminate", NULL));
+	bool		cascade = PG_NARGS() < 2 || PG_GETARG_BOOL(1);
+
+	PG_RETURN_TEXT_P(run_command(text_to_cstring(PG_GETARG_TEXT_PP(0)), "terminate",
+								 cascade ? NULL : ""));
 }
 
 /* workflows.restart(id text, from_step text) returns text */

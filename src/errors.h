@@ -41,4 +41,11 @@
 #define ERRCODE_WF_ENGINE_FAILED		MAKE_SQLSTATE('W','F','0','0','9')
 #define ERRCODE_WF_HTTP_FAILED			MAKE_SQLSTATE('W','F','0','1','0')
 
+/* workflows.await() reached its timeout */
+#define ERRCODE_WF_AWAIT_TIMEOUT		MAKE_SQLSTATE('W','F','0','1','0')
+/* a spawn would nest instances deeper than workflows.max_depth */
+#define ERRCODE_WF_DEPTH_EXCEEDED		MAKE_SQLSTATE('W','F','0','1','1')
+/* call()/map(): a child was terminated (errored children raise their own code) */
+#define ERRCODE_WF_CHILD_FAILED			MAKE_SQLSTATE('W','F','0','1','2')
+
 #endif							/* WF_ERRORS_H */

@@ -268,6 +268,7 @@ static struct
 static TimeoutId step_timeout_id;
 static volatile sig_atomic_t step_timed_out = false;
 static uint64 seen_signal_generation = 0;
+static uint64 seen_child_generation = 0;	/* (compose.c) */
 
 /*
  * Every statement an executor starts is shown to replay.c, which tells the
@@ -477,7 +478,7 @@ check_extension(void)
 static char
 memo_type(const char *t)
 {
-	return t[0] == 's' ? (t[1] == 'l' ? 'z' : 's') : 'e';
+	return t[0] == 's' ? (t[1] == 'l' ? 'z' : 's') : t[0] == 'a' ? 'a' : 'e';
 }
 
 /* load the memos of an instance into the replay cache */
@@ -561,6 +562,8 @@ save_step(const char *id, WfAction *a, const char *type, const char *status,
 			 a->args != NULL) ? ' ' : 'n';
 	v[15] = Int32GetDatum(a->interrupted);
 	wf_query(&q_step_upsert, v, n, 0);
+	if (strcmp(status, "complete") == 0 || strcmp(status, "failed") == 0)
+		wf_compose_notify_step(id, a->key, a->seq, status);
 }
 
 /* remember a step's new state in the replay cache */
@@ -606,6 +609,7 @@ is_permanent_error(int sqlerrcode)
 	{
 		case ERRCODE_WF_NON_RETRYABLE:	/* workflows.fail() */
 		case ERRCODE_WF_LIMIT_EXCEEDED: /* output too large */
+		case ERRCODE_WF_DEPTH_EXCEEDED: /* spawn too deep (compose.c) */
 		case ERRCODE_WF_NOT_IN_WORKFLOW:	/* step functions inside a step */
 		case ERRCODE_INVALID_TRANSACTION_TERMINATION:	/* COMMIT in a step */
 		case ERRCODE_FEATURE_NOT_SUPPORTED: /* e.g. LISTEN in a step */
@@ -1155,6 +1159,57 @@ take_event(const char *id, WfAction *a, TimestampTz now)
 	save_step(id, a, "event", "waiting", NULL, NULL, NULL, 0, 0, a->until);
 	memo_step(a, 'e', 'w', NULL, NULL, 0, a->until);
 	return false;
+}
+
+/*
+ * Look at the instances an await step waits for (compose.c) and record
+ * what it found.  Returns true if the step is now final; else *wake is
+ * when to look again unless a child event wakes the instance first.
+ */
+static bool
+await_instances(const char *id, Oid owner, WfAction *a, TimestampTz now,
+				TimestampTz *wake)
+{
+	Jsonb	   *output = NULL;
+	Jsonb	   *error = NULL;
+	char		r = wf_compose_await(id, owner, a, now, &output, &error, wake);
+
+	if (r == 'w')
+	{
+		save_step(id, a, "await", "waiting", NULL, NULL, NULL, 0, 0, a->until);
+		memo_step(a, 'a', 'w', NULL, NULL, 0, a->until);
+		return false;
+	}
+	save_step(id, a, "await", r == 'c' ? "complete" : "failed", output, error,
+			  NULL, 0, now, a->until);
+	memo_step(a, 'a', r, output, error, 0, a->until);
+	return true;
+}
+
+/*
+ * Run (an attempt of) the next compensation of the instance (compose.c,
+ * "rollback handlers"): 0 when none is left, 1 when one ended (complete
+ * or failed for good: the caller replays and comes back for the next), 2
+ * when one waits for its next attempt at *retry_at.  Compensation steps
+ * have no place in the replay's order, so the memo cache is reloaded
+ * after one ran (load_memos() counts them apart).
+ */
+static int
+rollback_next(const char *id, Oid owner, TimestampTz *retry_at)
+{
+	WfAction	ra;
+	bool		final;
+
+	if (!wf_compose_next_rollback(id, &ra))
+		return 0;
+	if (!ra.is_new && ra.until > GetCurrentTimestamp())
+	{
+		*retry_at = ra.until;
+		return 2;
+	}
+	final = run_step(id, owner, &ra, retry_at, WF_AS_STEP);
+	load_memos(id);
+	return final ? 1 : 2;
 }
 
 /* mark the sleeps that replay found over as complete */
@@ -1751,6 +1806,17 @@ tick(bool *claimed)
 		}
 		if (r == WF_RUN_ERRORED)
 		{
+			/* first the rollbacks of its completed steps, one by one */
+			int			rb = rollback_next(id, owner, &retry_at);
+
+			if (rb == 1)
+				continue;
+			if (rb == 2)
+			{
+				out.status = "waiting";
+				out.wake_at = retry_at;
+				break;
+			}
 			out.status = "errored";
 			out.error = wf_error_jsonb(error);
 			ereport(wf_log_level >= WF_LOG_FAILURES ? LOG : DEBUG1,
@@ -1891,6 +1957,32 @@ tick(bool *claimed)
 			out.waiting_for = a->event_type;
 			break;
 		}
+		else if (a->kind == WF_ACT_AWAIT)
+		{
+			if (await_instances(id, owner, a, now, &out.wake_at))
+				continue;
+			out.status = "waiting";
+			out.waiting_for = WF_CHILD_EVENT;
+			break;
+		}
+		else if (a->kind == WF_ACT_ROLLBACK)
+		{
+			int			rb = rollback_next(id, owner, &retry_at);
+			Jsonb	   *summary;
+
+			if (rb == 1)
+				continue;
+			if (rb == 2)
+			{
+				out.status = "waiting";
+				out.wake_at = retry_at;
+				break;
+			}
+			summary = wf_compose_rollback_summary(id);
+			save_step(id, a, "step", "complete", summary, NULL, NULL, 1, now, 0);
+			memo_step(a, 's', 'c', summary, NULL, 1, 0);
+			continue;
+		}
 		else if (a->kind == WF_ACT_WAIT)
 		{
 			out.status = "waiting";
@@ -1932,6 +2024,7 @@ tick(bool *claimed)
 	/* (terminations notify in workflows._apply()) */
 	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
 	{
+		wf_compose_finished(id);
 		if (wf_notify)
 			notify_final(id, out.status);
 		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,
@@ -2067,6 +2160,7 @@ safe_tick(bool *claimed)
 			wf_query(&q_park_failed, v, NULL, 0);
 			/* flow control: an errored instance frees its slots (flow.c) */
 			(void) wf_flow_release(id, "errored");
+			wf_compose_finished(id);
 			seen[k].id[0] = '\0';
 			if (wf_notify)
 				notify_final(id, "errored");
@@ -2187,10 +2281,12 @@ static void
 maybe_sweep(void)
 {
 	uint64		g = pg_atomic_read_u64(&wf_shared->signal_generation);
+	uint64		c = pg_atomic_read_u64(&wf_shared->child_generation);
 
-	if (g != seen_signal_generation)
+	if (g != seen_signal_generation || c != seen_child_generation)
 	{
 		seen_signal_generation = g;
+		seen_child_generation = c;
 		sweep_events();
 	}
 }

@@ -35,6 +35,7 @@ bool		wf_log_step_details = true;
 bool		wf_notify = true;
 char	   *wf_http_allowed_hosts = NULL;
 int			wf_max_calls = 256;
+bool		wf_notify_steps = false;
 
 static const struct config_enum_entry log_level_options[] = {
 	{"off", WF_LOG_OFF, false},
@@ -163,6 +164,22 @@ wf_define_gucs(void)
 							 "Turn off to keep step SQL and payload values (which error messages may quote) out of them.",
 							 &wf_log_step_details,
 							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+
+	DefineCustomIntVariable("workflows.max_depth",
+							"How deep child instances may nest (workflows.spawn(), call(), map()).",
+							"A spawn that would nest deeper fails with SQLSTATE WF011.",
+							&wf_max_depth,
+							16, 1, 1000,
+							PGC_SUSET, 0,
+							NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("workflows.notify_steps",
+							 "Whether every step that ends is announced with NOTIFY on channel workflows_progress.",
+							 "Published values (workflows.set_event()) are announced whenever workflows.notify is on; this adds every other step, at the cost of a NOTIFY (a cluster-wide lock at commit) per step commit.",
+							 &wf_notify_steps,
+							 false,
 							 PGC_SIGHUP, 0,
 							 NULL, NULL, NULL);
 

@@ -610,6 +610,8 @@ step_call(FunctionCallInfo fcinfo, const char *fname, char *name,
 	a->resumed_call = (memo != NULL && memo->status == 'o');
 	a->config = cfg;
 	a->step_kind = kind;
+	if (cfg.rollback != NULL)
+		a->config.rollback = MemoryContextStrdup(R.runcxt, cfg.rollback);
 	a->fn = fn;
 	{
 		MemoryContext old = MemoryContextSwitchTo(R.runcxt);
@@ -989,4 +991,96 @@ wf_replay_run(Oid fn, Oid owner, Jsonb *event, WfInlineStepFn inline_step,
 	}
 	*output = call.output;
 	return WF_RUN_COMPLETE;
+}
+
+/*
+ * ---- for other kinds of step calls (compose.c) ----
+ *
+ * The pieces of the yield protocol above, for step functions defined in
+ * other files: they behave exactly as step(), sleep() and wait_for_event()
+ * do with the memo cache, the keys and the yield.
+ */
+
+/* checks, the yield-again rule, the key, and the memo (NULL if new) */
+WfMemo *
+wf_replay_begin(const char *fname, const char *name, char type, int64 hash,
+				char **key)
+{
+	check_active(fname);
+	return begin_call(fname, name, type, hash, key);
+}
+
+/* the action of a new step, or of one whose memo is not final yet */
+WfAction *
+wf_replay_new_action(WfActionKind kind, WfMemo *memo, const char *key,
+					 const char *name, int64 hash)
+{
+	if (memo != NULL)
+		return continue_action(kind, memo, name);
+	return new_action(kind, key, name, hash);
+}
+
+void
+wf_replay_yield(const char *key)
+{
+	yield(key);
+}
+
+void
+wf_replay_reraise(WfMemo *memo)
+{
+	reraise(memo);
+}
+
+Datum
+wf_replay_output(FunctionCallInfo fcinfo, WfMemo *memo)
+{
+	return memo_output(fcinfo, memo);
+}
+
+/* a step() with an SQL callback, as called by workflow code */
+Datum
+wf_replay_sql_step(FunctionCallInfo fcinfo, const char *fname, char *name,
+				   char *sql, Jsonb *args, Jsonb *config)
+{
+	check_active(fname);
+	return step_call(fcinfo, fname, name, &wf_sql_kind, sql, InvalidOid, args, config,
+					 hash_step('q', sql, strlen(sql), args));
+}
+
+/* the key the next call of step "name" will get, without taking it */
+char *
+wf_replay_peek_key(const char *name)
+{
+	WfCount    *c = R.counts ? hash_search(R.counts, name, HASH_FIND, NULL) : NULL;
+	int			n = (c == NULL || c->run != R.run) ? 1 : c->count + 1;
+
+	if (n == 1)
+		return pstrdup(name);
+	return psprintf("%s#%d", name, n);
+}
+
+/* the instance whose memos are loaded, while a workflow or its step runs */
+const char *
+wf_replay_instance(void)
+{
+	return (R.active || R.in_step) ? R.instance : NULL;
+}
+
+TimestampTz
+wf_replay_now(void)
+{
+	return R.now;
+}
+
+MemoryContext
+wf_replay_runcxt(void)
+{
+	return R.runcxt;
+}
+
+int64
+wf_replay_hash(char kind, const char *text, Jsonb *args)
+{
+	return hash_step(kind, text, strlen(text), args);
 }

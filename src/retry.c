@@ -20,6 +20,8 @@
  */
 #include "workflows.h"
 
+#include "utils/json.h"
+
 #include <math.h>
 
 #include "utils/builtins.h"
@@ -278,6 +280,7 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 	cfg->thr_limit = 0;
 	cfg->thr_period_ms = 0;
 	cfg->thr_key[0] = '\0';
+	cfg->rollback = NULL;
 
 	/* JSON null, as config->'x' gives for a missing key: the defaults */
 	if (config == NULL || (JB_ROOT_IS_SCALAR(config) && is_json_null(config)))
@@ -316,6 +319,15 @@ wf_parse_step_config(Jsonb *config, WfStepConfig *cfg)
 				continue;
 			parse_step_limit(&v, key_is(&k, "throttle") ? "throttle" : "concurrency", cfg);
 		}
+		else if (key_is(&k, "rollback"))
+		{
+			/* the compensation of the step (compose.c): SQL or a function */
+			if (v.type == jbvNull)
+				continue;
+			if (v.type != jbvString || v.val.string.len == 0)
+				config_error("rollback", "must be SQL text or a function such as \"app.refund(jsonb)\"");
+			cfg->rollback = pnstrdup(v.val.string.val, v.val.string.len);
+		}
 		else
 			config_error(key_str("", &k), "is not a known key");
 	}
@@ -350,6 +362,12 @@ wf_step_config_jsonb(const WfStepConfig *cfg)
 						 ", \"key\": ", cfg->thr_limit, cfg->thr_period_ms);
 		escape_json(&buf, cfg->thr_key);
 		appendStringInfoChar(&buf, '}');
+	}
+	/* the compensation of the step (compose.c), when set */
+	if (cfg->rollback != NULL)
+	{
+		appendStringInfoString(&buf, ", \"rollback\": ");
+		escape_json(&buf, cfg->rollback);
 	}
 	appendStringInfoChar(&buf, '}');
 	return wf_cstring_jsonb(buf.data);

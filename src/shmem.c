@@ -87,6 +87,7 @@ wf_shmem_startup(void)
 		SpinLockInit(&wf_shared->launch_mutex);
 		/* start at 1 so that a new executor (which saw 0) sweeps once */
 		pg_atomic_init_u64(&wf_shared->signal_generation, 1);
+		pg_atomic_init_u64(&wf_shared->child_generation, 1);
 		wf_shared->ndatabases = wf_max_databases;
 		wf_shared->nslots = wf_max_databases * wf_max_workers;
 		for (int i = 0; i < wf_shared->nslots; i++)

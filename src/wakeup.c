@@ -32,6 +32,7 @@
 static bool callback_registered = false;
 static bool pending_wake = false;
 static bool pending_event = false;
+static bool pending_child = false;
 static bool pending_launch = false;
 static bool pending_waiters = false;
 
@@ -61,6 +62,8 @@ wf_xact_callback(XactEvent event, void *arg)
 				wf_request_launch(MyDatabaseId);
 			if (pending_event && wf_shared != NULL)
 				pg_atomic_fetch_add_u64(&wf_shared->signal_generation, 1);
+			if (pending_child && wf_shared != NULL)
+				pg_atomic_fetch_add_u64(&wf_shared->child_generation, 1);
 			if (pending_wake)
 				wf_wake_database(MyDatabaseId);
 			if (pending_waiters)
@@ -69,10 +72,10 @@ wf_xact_callback(XactEvent event, void *arg)
 				wf_request_launch(probe_dbs[i]);
 			nprobe_dbs = 0;
 			resume_all();
-			pending_wake = pending_event = pending_launch = pending_waiters = false;
+			pending_wake = pending_event = pending_child = pending_launch = pending_waiters = false;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (pending_wake || pending_event || pending_launch || pending_waiters)
+			if (pending_wake || pending_event || pending_child || pending_launch || pending_waiters)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that created, resumed or signalled workflow instances or created the workflows extension"),
@@ -84,7 +87,7 @@ wf_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 			resume_all();
 			nprobe_dbs = 0;
-			pending_wake = pending_event = pending_launch = pending_waiters = false;
+			pending_wake = pending_event = pending_child = pending_launch = pending_waiters = false;
 			break;
 		default:
 			break;
@@ -126,6 +129,18 @@ wf_signal_at_commit(void)
 {
 	wf_register_callback();
 	pending_event = true;
+	pending_wake = true;
+}
+
+/*
+ * The current transaction ended a child instance and left its parent an
+ * event (compose.c): executors sweep for it once their batch is over.
+ */
+void
+wf_child_signal_at_commit(void)
+{
+	wf_register_callback();
+	pending_child = true;
 	pending_wake = true;
 }
 

@@ -67,6 +67,7 @@ extern bool wf_log_step_details;
 extern bool wf_notify;
 extern char *wf_http_allowed_hosts;
 extern int	wf_max_calls;
+extern bool wf_notify_steps;
 
 /* workflows.log_level */
 #define WF_LOG_OFF			0
@@ -173,6 +174,12 @@ typedef struct WfShared
 	PGPROC	   *launcher_proc;
 	/* bumped after every commit that sent an event or left a request */
 	pg_atomic_uint64 signal_generation;
+	/*
+	 * bumped after every commit that ended a child instance (compose.c):
+	 * executors sweep for the parents it woke between their batches, but
+	 * unlike signal_generation it does not end a batch early
+	 */
+	pg_atomic_uint64 child_generation;
 	/* databases to (re)probe: extension created, database created */
 	slock_t		launch_mutex;
 	int			nlaunch;
@@ -214,6 +221,7 @@ extern void wf_wake_waiters(uint32 idhash);
 /* ---- wakeup.c ---- */
 extern void wf_wake_at_commit(void);
 extern void wf_signal_at_commit(void);
+extern void wf_child_signal_at_commit(void);
 extern void wf_waiters_at_commit(void);
 extern void wf_launch_at_commit(void);
 extern void wf_probe_at_commit(Oid dboid);
@@ -270,6 +278,8 @@ typedef struct WfStepConfig
 	int			thr_limit;
 	int64		thr_period_ms;
 	char		thr_key[WF_MAX_FLOW_KEY_LEN + 1];
+	char	   *rollback;		/* compensation: SQL text or a function's
+								 * signature, or NULL (compose.c) */
 } WfStepConfig;
 
 extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
@@ -376,7 +386,9 @@ typedef enum WfActionKind
 	WF_ACT_STEP,				/* run a step callback */
 	WF_ACT_SLEEP,				/* wait until a time */
 	WF_ACT_EVENT,				/* take an event, or wait for one */
-	WF_ACT_WAIT					/* woken early: wait on until "until" */
+	WF_ACT_WAIT,				/* woken early: wait on until "until" */
+	WF_ACT_AWAIT,				/* wait for instances to end (compose.c) */
+	WF_ACT_ROLLBACK				/* run the rollbacks of completed steps */
 } WfActionKind;
 
 typedef struct WfAction
@@ -418,7 +430,7 @@ typedef bool (*WfInlineStepFn) (WfAction *a);
 typedef struct WfMemo
 {
 	char		key[WF_MAX_KEY_LEN + 1];	/* hash key: must be first */
-	char		type;			/* 's' step, 'z' sleep, 'e' event */
+	char		type;			/* 's' step, 'z' sleep, 'e' event, 'a' await */
 	char		status;			/* 'r'etrying, 'w'aiting, 'c'omplete, 'f'ailed,
 								 * 'o': calling (out of transaction) */
 	int64		hash;
@@ -449,5 +461,34 @@ extern void wf_replay_watch_write(bool writes);
 extern WfAction *wf_replay_action(void);
 extern List *wf_replay_finished_sleeps(void);
 extern bool wf_in_step(bool enter);
+extern WfMemo *wf_replay_begin(const char *fname, const char *name, char type,
+							   int64 hash, char **key);
+extern WfAction *wf_replay_new_action(WfActionKind kind, WfMemo *memo,
+									  const char *key, const char *name,
+									  int64 hash);
+extern void wf_replay_yield(const char *key) pg_attribute_noreturn();
+extern void wf_replay_reraise(WfMemo *memo) pg_attribute_noreturn();
+extern Datum wf_replay_output(FunctionCallInfo fcinfo, WfMemo *memo);
+extern Datum wf_replay_sql_step(FunctionCallInfo fcinfo, const char *fname,
+								char *name, char *sql, Jsonb *args,
+								Jsonb *config);
+extern char *wf_replay_peek_key(const char *name);
+extern const char *wf_replay_instance(void);
+extern TimestampTz wf_replay_now(void);
+extern MemoryContext wf_replay_runcxt(void);
+extern int64 wf_replay_hash(char kind, const char *text, Jsonb *args);
+
+/* ---- compose.c ---- */
+/* the event type that tells a parent one of its children ended */
+#define WF_CHILD_EVENT		"workflows.child"
+extern int	wf_max_depth;
+extern char wf_compose_await(const char *id, Oid owner, WfAction *a,
+							 TimestampTz now, Jsonb **output, Jsonb **error,
+							 TimestampTz *wake);
+extern void wf_compose_finished(const char *id);
+extern bool wf_compose_next_rollback(const char *id, WfAction *a);
+extern Jsonb *wf_compose_rollback_summary(const char *id);
+extern void wf_compose_notify_step(const char *id, const char *key, int seq,
+								   const char *status);
 
 #endif							/* WF_WORKFLOWS_H */

@@ -55,7 +55,8 @@ BEGIN
                    -- a failure the workflow caught and went on from
                    || CASE WHEN s.status = 'failed' AND i.status = 'complete'
                            THEN '{"handled": true}'::jsonb ELSE '{}' END
-                   ORDER BY s.seq)
+                   -- compensations (seq -1) after the steps, in the order they ran
+                   ORDER BY s.seq < 0, s.seq, s.started_at)
           FROM workflows.steps s WHERE s.instance_id = i.id), '[]');
     IF i.status IN ('queued', 'running', 'waiting') THEN
         held := workflows._flow_reason(i.id);
@@ -91,7 +92,20 @@ BEGIN
         'error', i.error,
         'output', i.output)
         -- flow control: why it is held back (sql/install/45_flow_control.sql)
-        || CASE WHEN held IS NOT NULL THEN jsonb_build_object('heldBack', held) ELSE '{}' END;
+        || CASE WHEN held IS NOT NULL THEN jsonb_build_object('heldBack', held) ELSE '{}' END
+        -- lineage (workflows.spawn()): the parent, and the first 1000 children
+        -- (workflows.list(parent => id) pages through all of them)
+        || CASE WHEN i.parent IS NOT NULL
+                THEN jsonb_build_object('parent', i.parent, 'root', i.root, 'depth', i.depth)
+                ELSE '{}' END
+        || COALESCE((SELECT jsonb_build_object('children', jsonb_agg(jsonb_build_object(
+                                'id', c.id, 'workflow', c.workflow, 'status', c.status)
+                                ORDER BY c.created_at, c.id))
+                       FROM (SELECT c.id, c.workflow, c.status, c.created_at
+                               FROM workflows.instances c
+                              WHERE c.parent = i.id
+                              ORDER BY c.created_at, c.id LIMIT 1000) c
+                     HAVING count(*) > 0), '{}');
 END
 $$;
 COMMENT ON FUNCTION workflows.status(text) IS
@@ -177,7 +191,8 @@ CREATE INDEX instances_finished ON workflows.instances (ended_at) WHERE ended_at
 CREATE FUNCTION workflows.list(workflow text DEFAULT NULL, status text DEFAULT NULL,
                                created_after timestamptz DEFAULT NULL,
                                created_before timestamptz DEFAULT NULL,
-                               page_size integer DEFAULT 50, after_id text DEFAULT NULL)
+                               page_size integer DEFAULT 50, after_id text DEFAULT NULL,
+                               parent text DEFAULT NULL)
     RETURNS SETOF workflows.instances
     LANGUAGE plpgsql STABLE
     SET search_path = pg_catalog, workflows, pg_temp
@@ -194,6 +209,12 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'Use queued, running, paused, waiting, errored, terminated or complete.';
     END IF;
+    IF list.parent IS NOT NULL THEN
+        PERFORM 1 FROM workflows.instances i WHERE i.id = list.parent;
+        IF NOT FOUND THEN
+            PERFORM workflows._instance_unusable(list.parent);
+        END IF;
+    END IF;
     IF after_id IS NOT NULL THEN
         SELECT i.created_at INTO after_created FROM workflows.instances i WHERE i.id = after_id;
         IF NOT FOUND THEN
@@ -204,7 +225,8 @@ BEGIN
     RETURN QUERY
         SELECT i.*
           FROM workflows.instances i
-         WHERE (list.workflow IS NULL OR i.workflow = list.workflow)
+         WHERE (list.parent IS NULL OR i.parent = list.parent)
+           AND (list.workflow IS NULL OR i.workflow = list.workflow)
            AND (list.status IS NULL OR i.status = list.status)
            AND (created_after IS NULL OR i.created_at >= created_after)
            AND (created_before IS NULL OR i.created_at < created_before)
@@ -213,5 +235,5 @@ BEGIN
          LIMIT page_size;
 END
 $$;
-COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text) IS
-    'list instances by workflow, status and creation time, oldest first; page with after_id => the last id of the previous page';
+COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text, text) IS
+    'list instances by workflow, status, creation time and parent, oldest first; page with after_id => the last id of the previous page';

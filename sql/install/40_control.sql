@@ -27,11 +27,15 @@ BEGIN
         UPDATE workflows.instances
            SET status = 'paused', wake_at = NULL, waiting_for = NULL, revision = revision + 1
          WHERE id = instance;
+        PERFORM workflows._cascade(instance, 'pause');
     ELSIF command = 'resume' AND i.status = 'paused' THEN
         new_status := CASE WHEN i.started_at IS NULL THEN 'queued' ELSE 'running' END;
+        -- (a child a bounded map holds back stays held)
         UPDATE workflows.instances
-           SET status = new_status, wake_at = now(), revision = revision + 1
+           SET status = new_status, wake_at = CASE WHEN held THEN NULL ELSE now() END,
+               revision = revision + 1
          WHERE id = instance;
+        PERFORM workflows._cascade(instance, 'resume');
     ELSIF command = 'terminate' AND i.status NOT IN ('complete', 'errored', 'terminated') THEN
         new_status := 'terminated';
         UPDATE workflows.instances
@@ -41,6 +45,12 @@ BEGIN
         -- like the executors' notice of complete and errored instances
         IF current_setting('workflows.notify')::boolean THEN
             PERFORM pg_notify('workflows', jsonb_build_object('id', instance, 'status', 'terminated')::text);
+        END IF;
+        -- its parent learns it ended; its live descendants end too, unless
+        -- terminate(id, cascade => false) asked to leave them (from_step '')
+        PERFORM workflows._child_final(instance);
+        IF from_step IS NULL THEN
+            PERFORM workflows._cascade(instance, 'terminate');
         END IF;
     ELSIF command = 'restart' THEN
         IF from_step IS NOT NULL THEN
@@ -101,13 +111,13 @@ CREATE FUNCTION workflows.resume(id text)
 COMMENT ON FUNCTION workflows.resume(text) IS
     'resume a paused instance; returns its new status';
 
-CREATE FUNCTION workflows.terminate(id text)
+CREATE FUNCTION workflows.terminate(id text, cascade boolean DEFAULT true)
     RETURNS text
     LANGUAGE c VOLATILE STRICT
     SET search_path = pg_catalog, workflows, pg_temp
     AS 'MODULE_PATHNAME', 'wf_terminate';
-COMMENT ON FUNCTION workflows.terminate(text) IS
-    'stop an instance for good (a running one at its step boundary); returns terminated or terminating';
+COMMENT ON FUNCTION workflows.terminate(text, boolean) IS
+    'stop an instance for good (a running one at its step boundary), and its live descendants unless cascade is false; returns terminated or terminating';
 
 CREATE FUNCTION workflows.restart(id text, from_step text DEFAULT NULL)
     RETURNS text

@@ -119,6 +119,9 @@ BEGIN
                 to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
             WHEN cur.type = 'sleep' THEN format(': sleeping in step "%s" until %s',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'))
+            WHEN cur.type = 'await' THEN format(': awaiting instances in step "%s"', cur.key)
+                || CASE WHEN cur.wake_at < 'infinity' THEN ' until '
+                        || to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ') ELSE '' END
             ELSE format(': step "%s" will retry at %s (attempt %s failed)',
                 cur.key, to_char(cur.wake_at, 'YYYY-MM-DD HH24:MI:SS.MS TZ'), cur.attempts)
             END;
@@ -188,8 +191,33 @@ BEGIN
         END IF;
     END IF;
 
+    -- lineage: the parent, and the tree of descendants (the first 100)
+    IF i.parent IS NOT NULL THEN
+        RETURN NEXT rpad('parent', label_width) || i.parent
+                    || format(' (root %s, depth %s)', i.root, i.depth);
+    END IF;
+    FOR trg IN
+        WITH RECURSIVE t(id, workflow, status, lvl, path) AS (
+            SELECT c.id, c.workflow, c.status, 1, ARRAY[c.created_at::text || c.id]
+              FROM workflows.instances c WHERE c.parent = i.id
+            UNION ALL
+            SELECT c.id, c.workflow, c.status, t.lvl + 1, t.path || (c.created_at::text || c.id)
+              FROM workflows.instances c JOIN t ON c.parent = t.id
+             WHERE t.lvl < 20)
+        SELECT repeat('  ', t.lvl - 1) || '└ ' || t.id || '  ' || t.workflow || '  ' || t.status
+          FROM t ORDER BY t.path LIMIT 100
+    LOOP
+        IF nsteps = 0 THEN
+            RETURN NEXT 'children';
+            nsteps := -1;
+        END IF;
+        RETURN NEXT '  ' || trg;
+    END LOOP;
+    nsteps := 0;
+
     -- the steps
-    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id ORDER BY s.seq LOOP
+    FOR st IN SELECT * FROM workflows.steps s WHERE s.instance_id = i.id
+               ORDER BY s.seq < 0, s.seq, s.started_at LOOP
         nsteps := nsteps + 1;
         IF st.status = 'complete' THEN
             ncomplete := ncomplete + 1;
@@ -215,7 +243,7 @@ BEGIN
                  || ' until ' || to_char(st.wake_at,
                  CASE WHEN st.wake_at::date = day THEN 'HH24:MI:SS.MS' ELSE 'YYYY-MM-DD HH24:MI:SS.MS' END)
             ELSE st.status END;
-        c_n := c_n || (st.seq + 1)::text;
+        c_n := c_n || CASE WHEN st.seq < 0 THEN '-' ELSE (st.seq + 1)::text END;
         c_key := c_key || workflows._fmt_line(st.key, 40);
         c_type := c_type || CASE st.type WHEN 'event' THEN 'waitForEvent' ELSE st.type END;
         c_start := c_start || to_char(st.started_at,

@@ -1,0 +1,210 @@
+-- composition (issue 15): child workflows, published values, the progress stream
+
+/*
+ * Lineage.  A child records its parent, the root of its tree, its depth
+ * (the root is 0) and the key of the parent's step that spawned it.  A
+ * child of a bounded map waits "held" (queued, no wake time) until a
+ * sibling ends (src/compose.c).  No foreign key to the parent: a parent may
+ * be erased or purged before its children, and instances stay keyed by
+ * their own id (DESIGN.md, section 4).
+ */
+ALTER TABLE workflows.instances
+    ADD COLUMN parent text,
+    ADD COLUMN root text,
+    ADD COLUMN depth integer NOT NULL DEFAULT 0,
+    ADD COLUMN spawned_by text,
+    ADD COLUMN held boolean NOT NULL DEFAULT false;
+CREATE INDEX instances_by_parent ON workflows.instances (parent, created_at, id)
+    WHERE parent IS NOT NULL;
+CREATE INDEX instances_held ON workflows.instances (parent, spawned_by)
+    WHERE held;
+-- live children of a spawn step: an await of a map's children probes it
+CREATE INDEX instances_live_children ON workflows.instances (parent, spawned_by)
+    WHERE parent IS NOT NULL AND status IN ('queued', 'running', 'waiting', 'paused');
+
+-- an await is a step type of its own
+ALTER TABLE workflows.steps DROP CONSTRAINT steps_type_check;
+ALTER TABLE workflows.steps ADD CONSTRAINT steps_type_check
+    CHECK (type IN ('step', 'sleep', 'event', 'await'));
+
+/*
+ * Called by workflow functions while an executor runs them (no SET
+ * search_path, like step(): see 20_api.sql).
+ */
+CREATE FUNCTION workflows.spawn(name text, workflow text, params jsonb DEFAULT '{}',
+                                options jsonb DEFAULT NULL)
+    RETURNS text
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_spawn';
+COMMENT ON FUNCTION workflows.spawn(text, text, jsonb, jsonb) IS
+    'a step that creates a child instance (same owner) in the same transaction as its memo; returns its id';
+
+CREATE FUNCTION workflows.await(name text, ids text[], mode text DEFAULT 'all',
+                                timeout interval DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_await';
+COMMENT ON FUNCTION workflows.await(text, text[], text, interval) IS
+    'wait without a process until all (or any) of the instances are final; returns [{id, status, output, error}]; WF010 on timeout';
+
+CREATE FUNCTION workflows.call(name text, workflow text, params jsonb DEFAULT '{}',
+                               options jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_call';
+COMMENT ON FUNCTION workflows.call(text, text, jsonb, jsonb) IS
+    'spawn a child and await it: returns its output or raises its error';
+
+CREATE FUNCTION workflows.map(name text, workflow text, inputs jsonb, options jsonb DEFAULT NULL)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_map';
+COMMENT ON FUNCTION workflows.map(text, text, jsonb, jsonb) IS
+    'one child per element of inputs, awaited together; outputs in input order; options.concurrency bounds running children';
+
+CREATE FUNCTION workflows.set_event(key text, value jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_set_event';
+COMMENT ON FUNCTION workflows.set_event(text, jsonb) IS
+    'a step that publishes a value under key, readable with get_event() while the instance runs';
+
+CREATE FUNCTION workflows.rollback()
+    RETURNS jsonb
+    LANGUAGE c VOLATILE
+    AS 'MODULE_PATHNAME', 'wf_rollback';
+COMMENT ON FUNCTION workflows.rollback() IS
+    'a step that runs the "rollback" of every completed step not compensated yet, latest first; returns [{step, status}]';
+
+-- the spawn step's callback; refuses to run anywhere else (src/compose.c)
+CREATE FUNCTION workflows._spawn(args jsonb)
+    RETURNS jsonb
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_spawn_children';
+GRANT EXECUTE ON FUNCTION workflows._spawn(jsonb) TO PUBLIC;
+
+-- an instance ended outside the executors (_apply()): tell its parent
+CREATE FUNCTION workflows._child_final(id text)
+    RETURNS void
+    LANGUAGE c VOLATILE STRICT
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_child_final';
+REVOKE ALL ON FUNCTION workflows._child_final(text) FROM PUBLIC;
+
+-- a command left for an executor (cascades): sweep for it at commit
+CREATE FUNCTION workflows._signal_at_commit()
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_signal_sql';
+REVOKE ALL ON FUNCTION workflows._signal_at_commit() FROM PUBLIC;
+
+/*
+ * Cascading control: apply a command to the live children of an instance,
+ * and through _apply() to theirs.  A child an executor holds gets a
+ * request, applied at its step boundary (and cascading from there).  Runs
+ * as the extension's owner, inside _apply().
+ */
+CREATE FUNCTION workflows._cascade(instance text, command text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    c record;
+    signal boolean := false;
+BEGIN
+    FOR c IN SELECT i.id, i.owner FROM workflows.instances i
+              WHERE i.parent = instance
+                AND i.status NOT IN ('complete', 'errored', 'terminated')
+              ORDER BY i.created_at, i.id LOOP
+        PERFORM 1 FROM workflows.instances i WHERE i.id = c.id FOR NO KEY UPDATE SKIP LOCKED;
+        IF FOUND THEN
+            PERFORM workflows._apply(c.id, command, NULL, false);
+        ELSIF command IN ('pause', 'terminate') THEN
+            INSERT INTO workflows.requests (instance_id, command, from_step, requested_by)
+            VALUES (c.id, command, NULL, c.owner)
+            ON CONFLICT (instance_id) DO UPDATE SET command = EXCLUDED.command,
+                from_step = NULL, requested_at = now();
+            signal := true;
+        END IF;
+    END LOOP;
+    IF signal THEN
+        PERFORM workflows._signal_at_commit();
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._cascade(text, text) FROM PUBLIC;
+
+/*
+ * Reading what an instance publishes
+ */
+CREATE FUNCTION workflows.get_event(id text, key text, timeout interval DEFAULT '0')
+    RETURNS jsonb
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + COALESCE(timeout, interval '0');
+    v jsonb;
+    found_it boolean;
+BEGIN
+    IF key IS NULL OR key = '' THEN
+        RAISE EXCEPTION 'event key must not be empty' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM 1 FROM workflows.instances i WHERE i.id = get_event.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(get_event.id);
+    END IF;
+    LOOP
+        found_it := false;
+        SELECT s.output, true INTO v, found_it
+          FROM workflows.steps s
+         WHERE s.instance_id = get_event.id AND s.name = 'set_event:' || get_event.key
+           AND s.type = 'step' AND s.status = 'complete'
+         ORDER BY s.seq DESC LIMIT 1;
+        IF found_it THEN
+            RETURN v;
+        END IF;
+        EXIT WHEN clock_timestamp() >= deadline;
+        PERFORM pg_sleep(LEAST(0.01, GREATEST(0, extract(epoch FROM deadline - clock_timestamp()))));
+    END LOOP;
+    RETURN NULL;
+END
+$$;
+COMMENT ON FUNCTION workflows.get_event(text, text, interval) IS
+    'the latest value the instance published under key with set_event(), waiting up to timeout for one; NULL if none';
+
+CREATE FUNCTION workflows.progress(id text, after bigint DEFAULT 0)
+    RETURNS TABLE (seq bigint, kind text, key text, status text, value jsonb, at timestamptz)
+    LANGUAGE plpgsql STABLE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+#variable_conflict use_column
+BEGIN
+    PERFORM 1 FROM workflows.instances i WHERE i.id = progress.id;
+    IF NOT FOUND THEN
+        PERFORM workflows._instance_unusable(progress.id);
+    END IF;
+    RETURN QUERY
+        SELECT (s.seq + 1)::bigint,
+               CASE WHEN s.type = 'step' AND s.name LIKE 'set_event:%' THEN 'event'
+                    WHEN s.type = 'event' THEN 'waitForEvent' ELSE s.type END,
+               CASE WHEN s.type = 'step' AND s.name LIKE 'set_event:%' THEN substr(s.name, 11)
+                    ELSE s.key END,
+               CASE WHEN s.status = 'waiting' THEN 'complete' ELSE s.status END,
+               CASE WHEN s.status = 'failed' THEN s.error ELSE s.output END,
+               CASE WHEN s.type = 'sleep' THEN s.wake_at ELSE s.ended_at END
+          FROM workflows.steps s
+         WHERE s.instance_id = progress.id AND s.seq >= 0 AND s.seq + 1 > COALESCE(after, 0)
+           AND (s.status IN ('complete', 'failed')
+                OR (s.type = 'sleep' AND s.status = 'waiting' AND s.wake_at <= clock_timestamp()))
+         ORDER BY s.seq;
+END
+$$;
+COMMENT ON FUNCTION workflows.progress(text, bigint) IS
+    'the instance''s final steps and published values in order, after a sequence number; announced on channel workflows_progress';
+
+GRANT EXECUTE ON FUNCTION workflows.get_event(text, text, interval),
+    workflows.progress(text, bigint) TO PUBLIC;
