@@ -51,6 +51,7 @@ typedef struct WfCall
 	WfStepResult result;
 	WfStepConfig config;
 	int			interrupted;
+	int			seq;			/* of the step in its instance */
 	TimestampTz start;
 	TimestampTz end;
 	TimestampTz give_up;		/* the engine's own deadline */
@@ -131,7 +132,7 @@ wf_call_discard(WfStepCall *call)
 /* the call is recorded as started: send it once that commits */
 void
 wf_call_queue(WfStepCall *call, const WfStepKind *kind, const WfStepConfig *cfg,
-			  int interrupted, TimestampTz start)
+			  int interrupted, int seq, TimestampTz start)
 {
 	WfCall	   *c = (WfCall *) call;
 	MemoryContext old = MemoryContextSwitchTo(calls_cxt);
@@ -139,6 +140,7 @@ wf_call_queue(WfStepCall *call, const WfStepKind *kind, const WfStepConfig *cfg,
 	c->kind = kind;
 	c->config = *cfg;
 	c->interrupted = interrupted;
+	c->seq = seq;
 	c->start = start;
 	calls = lappend(calls, c);
 	MemoryContextSwitchTo(old);
@@ -215,9 +217,10 @@ static WfQuery q_call_end = {
 	"a AS (INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, "
 	"    ended_at, success, error, run, detail) "
 	"  SELECT $1, $2, $6, $9, $10, $3 = 'complete', $5, i.run, $12 "
-	"  FROM s JOIN workflows.instances i ON i.id = s.instance_id) "
-	"UPDATE workflows.instances SET wake_at = COALESCE($8, now()), revision = revision + 1 "
-	"WHERE id = $1 AND wake_at IS NOT NULL AND EXISTS (SELECT 1 FROM s)",
+	"  FROM s JOIN workflows.instances i ON i.id = s.instance_id), "
+	"i AS (UPDATE workflows.instances SET wake_at = COALESCE($8, now()), revision = revision + 1 "
+	"  WHERE id = $1 AND wake_at IS NOT NULL AND EXISTS (SELECT 1 FROM s)) "
+	"SELECT count(*) FROM s",
 	12, {TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID, INT4OID, TIMESTAMPTZOID,
 	TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, JSONBOID}, NULL
 };
@@ -253,6 +256,8 @@ record(WfCall *c)
 	TimestampTz wake = 0;
 	Jsonb	   *error = NULL;
 	int			charged = c->call.attempt - c->interrupted;
+	bool		recorded;
+	bool		isnull;
 
 	memset(n, ' ', sizeof(n));
 	if (r->ok)
@@ -300,7 +305,11 @@ record(WfCall *c)
 	v[10] = Int32GetDatum(c->interrupted);
 	v[11] = JsonbPGetDatum(r->attempt_detail);
 	n[11] = r->attempt_detail ? ' ' : 'n';
-	wf_query(&q_call_end, v, n, 0);
+	wf_query(&q_call_end, v, n, 1);
+	recorded = DatumGetInt64(wf_get_datum(0, 1, &isnull)) > 0;
+	/* the progress stream (compose.c), as for every step that ends */
+	if (recorded && strcmp(status, "retrying") != 0)
+		wf_compose_notify_step(c->call.instance_id, c->call.step_key, c->seq, status);
 	if (c->config.conc_limit > 0 || c->config.thr_limit > 0)
 	{
 		Datum		f[3];

@@ -1034,7 +1034,7 @@ start_call(const char *id, Oid owner, WfAction *a, TimestampTz *wake)
 	*wake = TimestampTzPlusMilliseconds(now, call->timeout_ms + WF_CALL_LEASE_MS);
 	save_step(id, a, "step", "calling", NULL, NULL, config, a->attempt, 0, *wake);
 	memo_step(a, 's', 'o', NULL, NULL, a->attempt, *wake);
-	wf_call_queue(call, a->step_kind, &a->config, a->interrupted, now);
+	wf_call_queue(call, a->step_kind, &a->config, a->interrupted, a->seq, now);
 	return false;
 }
 

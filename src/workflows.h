@@ -348,7 +348,8 @@ extern WfStepCall *wf_call_new(const char *id, const char *key, Oid owner, int a
 extern void wf_call_discard(WfStepCall *call);
 extern void wf_calls_defer(const char *id);
 extern void wf_call_queue(WfStepCall *call, const WfStepKind *kind,
-						  const WfStepConfig *cfg, int interrupted, TimestampTz start);
+						  const WfStepConfig *cfg, int interrupted, int seq,
+						  TimestampTz start);
 extern void wf_calls_committed(void);
 extern void wf_calls_abandon(void);
 extern bool wf_calls_service(long timeout_ms);
