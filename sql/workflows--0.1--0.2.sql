@@ -951,10 +951,13 @@ COMMENT ON FUNCTION workflows.create(text, jsonb, text, jsonb, jsonb) IS
  *          transaction that frees a slot it waits for promotes it
  *   done   final
  *
- * Every change of a member's state of one workflow happens under a
- * transaction-level advisory lock of that workflow (_flow_lock()), taken by
- * short transactions only (the executor commits right after), so counts of
- * holders are exact under any number of executors and sessions.  Creating
+ * Every exact count of a workflow's holders, and every hand-over of a
+ * slot, happens under the exclusive side of a transaction-level advisory
+ * lock of that workflow (_flow_lock()), in short transactions the executor
+ * commits at once; far from the limit, an executor takes a slot under its
+ * shared side in the transaction that runs the instance
+ * (_flow_acquire_fast()).  Counts of holders are exact under any number of
+ * executors and sessions (src/README.md, "Flow control").  Creating
  * an instance takes no slot and no throttle budget: the executor that first
  * claims it does (a rolled-back create never reaches an executor).
  */

@@ -250,6 +250,8 @@ static uint32 my_generation;	/* of my_slot, as the launcher assigned it */
 static WfInstance cur;
 /* the current tick wrote something of its instance already (crash.c) */
 static bool tick_wrote = false;
+/* flow control: the instance whose next tick takes the exact path (flow.c) */
+static char flow_exact[WF_MAX_ID_LEN + 1];
 /* the instance the current tick claimed ("" between ticks), for safe_tick() */
 static char ticking[WF_MAX_ID_LEN + 1];
 static void pin_session_settings(GucAction action);
@@ -1498,6 +1500,13 @@ static struct
 	uint32		waiters[WF_BATCH_INSTANCES];	/* instances that became final */
 	int			nwaiters;
 	bool		wake_database;	/* an instance got a wake time */
+	/* instances with flow control that stopped running: release after commit */
+	struct
+	{
+		char		id[WF_MAX_ID_LEN + 1];
+		int64		revision;
+	}			releases[WF_BATCH_INSTANCES + 1];
+	int			nreleases;
 }			batch;
 
 /* commit the batch, and do what its commit makes happen */
@@ -1512,6 +1521,11 @@ end_batch(void)
 	wf_crash_clear();
 	/* the calls it recorded as started go out now */
 	wf_calls_committed();
+	/* flow control: hand on the slots the commit freed (flow.c) */
+	for (int i = 0; i < batch.nreleases; i++)
+		wf_flow_release_after(batch.releases[i].id, batch.releases[i].revision,
+							  begin_tx, end_tx);
+	batch.nreleases = 0;
 	for (int i = 0; i < batch.nwaiters; i++)
 		wf_wake_waiters(batch.waiters[i]);
 	/* a wake time other executors may not know about: let them re-plan */
@@ -1531,6 +1545,7 @@ abandon_batch(void)
 	wf_calls_abandon();
 	batch.open = false;
 	batch.nwaiters = 0;
+	batch.nreleases = 0;
 	batch.wake_database = false;
 	batch.streak = 0;
 }
@@ -1595,6 +1610,7 @@ tick(bool *claimed)
 	bool		use_pending;
 	char	   *flow;			/* flow control: its member state, or NULL */
 	bool		flow_commit = false;	/* a step of a shared resource: commit at once */
+	WfFastSlot	fast = WF_FAST_NO;
 
 	*claimed = false;
 	inline_tick.ready = false;
@@ -1680,10 +1696,26 @@ tick(bool *claimed)
 	 * first, or is delayed or held back; committed at once, so that the
 	 * workflow's bookkeeping lock is held only that long.
 	 */
-	if (flow != NULL && strcmp(flow, "holds") != 0)
+	if (flow != NULL && strcmp(flow, "holds") != 0 &&
+		(strcmp(flow_exact, id) == 0 || (fast = wf_flow_acquire_fast(id)) != WF_FAST_TOOK))
 	{
-		bool		may_run = wf_flow_acquire(id);
+		bool		may_run;
 
+		/*
+		 * The exact path takes the workflow's lock exclusively, in a
+		 * transaction that commits without waiting for its flush (flow.c):
+		 * commit the work of the batch first (and any shared hold of the
+		 * lock), as usual, and claim again, straight to the exact path.
+		 */
+		if (batch.instances > 0 || fast == WF_FAST_NO_LOCKED)
+		{
+			strlcpy(flow_exact, id, sizeof(flow_exact));
+			cur.valid = false;
+			end_batch();
+			return true;
+		}
+		flow_exact[0] = '\0';
+		may_run = wf_flow_acquire(id);
 		cur.valid = false;
 		if (instance_done(id, false, !may_run))
 			end_batch();
@@ -2031,16 +2063,16 @@ tick(bool *claimed)
 				(errmsg("workflows: instance \"%s\" is %s", id, out.status)));
 	}
 	final = !is_runnable_status(out.status);
-	/* flow control (flow.c): not running any more, its slots go to the next */
-	if (flow != NULL && strcmp(out.status, "running") != 0)
+	/*
+	 * Flow control (flow.c): not running any more, its slots go to the
+	 * next, in a transaction of their own after this one commits.
+	 */
+	if (flow != NULL && strcmp(out.status, "running") != 0 &&
+		batch.nreleases < WF_BATCH_INSTANCES + 1)
 	{
-		if (wf_flow_release(id, out.status) > 0)
-			batch.wake_database = true;
-		MemoryContextSwitchTo(tickcxt);
-		cur.valid = false;
-		if (instance_done(id, final, true))
-			end_batch();
-		return true;
+		strlcpy(batch.releases[batch.nreleases].id, id, WF_MAX_ID_LEN + 1);
+		batch.releases[batch.nreleases].revision = cur.revision;
+		batch.nreleases++;
 	}
 	MemoryContextSwitchTo(tickcxt);
 	if (flow_commit && !again)
@@ -2328,6 +2360,7 @@ wf_executor_main(Datum arg)
 	int			index;
 	MemoryContext loopcxt;
 	PGPROC	   *launcher;
+	bool		flow_repaired = false;
 
 	my_slot = &wf_slots[slotno];
 
@@ -2423,6 +2456,15 @@ wf_executor_main(Datum arg)
 		QueryCancelPending = false;
 
 		MemoryContextSwitchTo(loopcxt);
+		/* flow control: after a crash, slots nobody handed on (flow.c) */
+		if (index == 0 && !flow_repaired)
+		{
+			begin_tx();
+			if (check_extension())
+				wf_flow_repair();
+			end_tx();
+			flow_repaired = true;
+		}
 		for (;;)
 		{
 			if (wf_crash_pending(dboid, index))

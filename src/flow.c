@@ -33,7 +33,11 @@
 
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
+
+/* slots one executor may hold uncommitted: executor.c's WF_BATCH_INSTANCES (32), plus one */
+#define WF_FLOW_SLACK_PER_EXECUTOR	33
 
 PG_FUNCTION_INFO_V1(wf_set_flow_control);
 PG_FUNCTION_INFO_V1(wf_flow_wake_at_commit);
@@ -52,6 +56,36 @@ static WfQuery q_flow_release = {
 	"SELECT workflows._flow_release($1, $2)",
 	2, {TEXTOID, TEXTOID}, NULL
 };
+
+static WfQuery q_flow_release_after = {
+	"SELECT workflows._flow_release_after($1, $2, $3)",
+	3, {TEXTOID, INT8OID, BOOLOID}, NULL
+};
+
+static WfQuery q_flow_acquire_fast = {
+	"SELECT workflows._flow_acquire_fast($1, $2)",
+	2, {TEXTOID, INT4OID}, NULL
+};
+
+static WfQuery q_flow_repair = {
+	"SELECT workflows._flow_repair() WHERE EXISTS (SELECT 1 FROM workflows.flow_members)",
+	0, {InvalidOid}, NULL
+};
+
+/*
+ * The transactions that only take or hand on slots commit without waiting
+ * for their WAL flush: if a crash loses one, the instance simply takes its
+ * slot again (or _flow_repair() hands it on), and the commit of the step
+ * that runs after it flushes it anyway.  Holding the workflow's bookkeeping
+ * lock through a flush would serialize every start of the workflow on the
+ * disk.
+ */
+static void
+async_commit(void)
+{
+	(void) set_config_option("synchronous_commit", "off", PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+}
 
 static WfQuery q_flow_workflow = {
 	"SELECT owner::oid FROM workflows.workflows WHERE name = $1 FOR UPDATE",
@@ -98,7 +132,68 @@ wf_flow_acquire(const char *id)
 
 	v[0] = CStringGetTextDatum(id);
 	wf_query(&q_flow_acquire, v, NULL, 1);
+	async_commit();
 	return DatumGetBool(wf_get_datum(0, 1, &isnull));
+}
+
+/*
+ * The fast path (see _flow_acquire_fast()): in the tick's transaction,
+ * without a commit of its own.  WF_FAST_TOOK: the instance holds its slots
+ * now; otherwise the caller takes the exact path, wf_flow_acquire(), after
+ * a commit if WF_FAST_NO_LOCKED (the shared lock is held).  The slack is
+ * the most slots other executors can have taken in transactions not yet
+ * committed: one batch of instances each.
+ */
+WfFastSlot
+wf_flow_acquire_fast(const char *id)
+{
+	Datum		v[2];
+	char	   *r;
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = Int32GetDatum(wf_max_workers * WF_FLOW_SLACK_PER_EXECUTOR);
+	wf_query(&q_flow_acquire_fast, v, NULL, 1);
+	r = wf_get_text(0, 1);
+	return strcmp(r, "took") == 0 ? WF_FAST_TOOK :
+		strcmp(r, "no") == 0 ? WF_FAST_NO : WF_FAST_NO_LOCKED;
+}
+
+/*
+ * The executor's release, in transactions of its own right after the
+ * commit that left the instance not running at revision rev: under the
+ * shared lock when nobody of the workflow is held back, otherwise (a
+ * second transaction) exclusively, handing the slots on.
+ */
+void
+wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*end) (void))
+{
+	Datum		v[3];
+	bool		isnull;
+	int			r;
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = Int64GetDatum(rev);
+	v[2] = BoolGetDatum(false);
+	begin();
+	async_commit();
+	wf_query(&q_flow_release_after, v, NULL, 1);
+	r = DatumGetInt32(wf_get_datum(0, 1, &isnull));
+	end();
+	if (r >= 0)
+		return;
+	v[0] = CStringGetTextDatum(id);
+	v[2] = BoolGetDatum(true);
+	begin();
+	async_commit();
+	wf_query(&q_flow_release_after, v, NULL, 1);
+	end();
+}
+
+/* after a crash: hand on the slots nobody handed on (the first executor, at start) */
+void
+wf_flow_repair(void)
+{
+	wf_query(&q_flow_repair, NULL, NULL, 0);
 }
 
 /*

@@ -312,6 +312,15 @@ extern int64 wf_function_hash(Oid fn);
 extern char *wf_flow_admit(const char *id, Jsonb *options, Oid caller);
 extern bool wf_flow_acquire(const char *id);
 extern int	wf_flow_release(const char *id, const char *status);
+typedef enum WfFastSlot
+{
+	WF_FAST_TOOK,				/* holds its slots: run it */
+	WF_FAST_NO,					/* take the exact path */
+	WF_FAST_NO_LOCKED			/* commit first, then the exact path */
+} WfFastSlot;
+extern WfFastSlot wf_flow_acquire_fast(const char *id);
+extern void wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*end) (void));
+extern void wf_flow_repair(void);
 struct WfAction;
 typedef enum WfStepGate
 {

@@ -17,10 +17,13 @@
  *          transaction that frees a slot it waits for promotes it
  *   done   final
  *
- * Every change of a member's state of one workflow happens under a
- * transaction-level advisory lock of that workflow (_flow_lock()), taken by
- * short transactions only (the executor commits right after), so counts of
- * holders are exact under any number of executors and sessions.  Creating
+ * Every exact count of a workflow's holders, and every hand-over of a
+ * slot, happens under the exclusive side of a transaction-level advisory
+ * lock of that workflow (_flow_lock()), in short transactions the executor
+ * commits at once; far from the limit, an executor takes a slot under its
+ * shared side in the transaction that runs the instance
+ * (_flow_acquire_fast()).  Counts of holders are exact under any number of
+ * executors and sessions (src/README.md, "Flow control").  Creating
  * an instance takes no slot and no throttle budget: the executor that first
  * claims it does (a rolled-back create never reaches an executor).
  */
@@ -290,6 +293,19 @@ CREATE FUNCTION workflows._flow_lock(workflow text)
 REVOKE ALL ON FUNCTION workflows._flow_lock(text) FROM PUBLIC;
 
 /*
+ * The shared side of the same lock: taken by an executor that takes a slot
+ * far from the limit (_flow_acquire_fast()) and keeps running the instance
+ * in the same transaction.  Whoever counts exactly (the exclusive side)
+ * waits until those transactions end, so it sees every slot they took.
+ */
+CREATE FUNCTION workflows._flow_lock_shared(workflow text)
+    RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT pg_catalog.pg_advisory_xact_lock_shared(1464232014, pg_catalog.hashtext(workflow)) $$;
+REVOKE ALL ON FUNCTION workflows._flow_lock_shared(text) FROM PUBLIC;
+
+/*
  * workflows.set_flow_control(workflow, config): set or (NULL) clear the
  * flow control of a workflow; its owner or workflows_admin only (checked
  * by the C function, src/flow.c, which then calls _flow_set() as the
@@ -387,6 +403,76 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION workflows._flow_take(workflows.flow_members, jsonb, jsonb) FROM PUBLIC;
+
+/*
+ * The fast path of taking a slot (src/flow.c), in the executor's running
+ * transaction: when every concurrency entry of the instance's keys is far
+ * enough from its limit that even the slots other executors may have taken
+ * in transactions not yet committed (slack: at most one batch of instances
+ * per executor) cannot reach it, and nobody of the key is held back, the
+ * slot is taken under the shared lock and the instance runs at once.
+ * Returns 'took'; or 'no' (nothing taken, no lock held): the executor takes
+ * the exact path (_flow_acquire()); or 'no-locked' (the shared lock is held
+ * until this transaction ends, which must therefore commit before the
+ * exact path takes the lock exclusively).
+ */
+CREATE FUNCTION workflows._flow_acquire_fast(instance text, slack integer)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    m workflows.flow_members;
+    config jsonb;
+    params jsonb;
+    e jsonb;
+    n integer;
+    k text;
+    ks text[];
+    running bigint;
+    locked boolean := false;
+BEGIN
+    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance FOR UPDATE;
+    IF NOT FOUND OR m.state = 'holds' THEN
+        RETURN 'took';
+    END IF;
+    SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = m.workflow;
+    IF config IS NULL OR (config ? 'throttle' AND m.throttled_at IS NULL) THEN
+        RETURN 'no';
+    END IF;
+    SELECT i.params INTO params FROM workflows.instances i WHERE i.id = instance;
+    -- look first without the lock (near the limit, nothing is taken), then
+    -- again under it (what an exclusive holder committed meanwhile counts)
+    LOOP
+        n := 0;
+        ks := '{}';
+        FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(workflows._flow_entries(config)) x LOOP
+            n := n + 1;
+            k := workflows._flow_key(params, e->>'key');
+            ks := ks || k;
+            SELECT count(*) INTO running FROM workflows.flow_members f
+              JOIN workflows.instances i ON i.id = f.instance_id
+             WHERE f.workflow = m.workflow AND f.state = 'holds' AND f.keys[n] = k
+               AND i.status IN ('queued', 'running', 'waiting');
+            IF running + slack >= (e->>'limit')::bigint OR EXISTS (
+                   SELECT 1 FROM workflows.flow_members f
+                    WHERE f.workflow = m.workflow AND f.state = 'held' AND f.held_on = n
+                      AND f.held_key = k) THEN
+                RETURN CASE WHEN locked THEN 'no-locked' ELSE 'no' END;
+            END IF;
+        END LOOP;
+        EXIT WHEN locked;
+        PERFORM workflows._flow_lock_shared(m.workflow);
+        locked := true;
+    END LOOP;
+    UPDATE workflows.flow_members f
+       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
+           debouncing = false
+     WHERE f.instance_id = instance;
+    RETURN 'took';
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_acquire_fast(text, integer) FROM PUBLIC;
 
 /*
  * The executor's hook before an instance with flow control runs while it
@@ -532,6 +618,110 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION workflows._flow_release(text, text) FROM PUBLIC;
+
+/*
+ * The executor's release (src/flow.c), in a transaction of its own right
+ * after the commit that left the instance sleeping, waiting, paused or
+ * final: that commit made the slot free already (holders are counted among
+ * live instances only), this hands it to the next one held back.  Does
+ * nothing if the instance moved on since (its revision changed): whoever
+ * moved it released or re-took its slots.  Without exclusive, it only
+ * marks the member when nobody of the workflow is held back (under the
+ * shared lock), and returns -1 otherwise: the caller then runs it again,
+ * exclusive, in a new transaction.
+ */
+CREATE FUNCTION workflows._flow_release_after(instance text, rev bigint, exclusive boolean)
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    st text;
+    m workflows.flow_members;
+BEGIN
+    SELECT i.status INTO st FROM workflows.instances i
+     WHERE i.id = instance AND i.revision = rev AND i.status <> 'running';
+    IF st IS NULL THEN
+        RETURN 0;
+    END IF;
+    IF exclusive THEN
+        RETURN workflows._flow_release(instance, st);
+    END IF;
+    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance;
+    IF NOT FOUND OR m.state <> 'holds' THEN
+        RETURN 0;
+    END IF;
+    -- nobody held back: no one to hand the slot to (a parker holds the
+    -- lock exclusively until it commits, so it is seen here or sees us gone)
+    PERFORM workflows._flow_lock_shared(m.workflow);
+    IF EXISTS (SELECT 1 FROM workflows.flow_members f
+                WHERE f.workflow = m.workflow AND f.state = 'held') THEN
+        RETURN -1;
+    END IF;
+    UPDATE workflows.flow_members f
+       SET state = CASE WHEN st IN ('complete', 'errored', 'terminated') THEN 'done' ELSE 'ready' END
+     WHERE f.instance_id = instance AND f.state = 'holds';
+    RETURN 0;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_release_after(text, bigint, boolean) FROM PUBLIC;
+
+/*
+ * After a crash (run by the first executor when it starts): an instance
+ * that became final or started waiting may not have handed its slot on.
+ * Marks such members and promotes the held-back ones into the free slots.
+ */
+CREATE FUNCTION workflows._flow_repair()
+    RETURNS integer
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    r record;
+    c workflows.flow_members;
+    config jsonb;
+    p jsonb;
+    promoted integer := 0;
+    tries integer;
+BEGIN
+    UPDATE workflows.flow_members f
+       SET state = CASE WHEN i.status IN ('complete', 'errored', 'terminated') THEN 'done' ELSE 'ready' END
+      FROM workflows.instances i
+     WHERE i.id = f.instance_id AND f.state = 'holds'
+       AND i.status NOT IN ('queued', 'running');
+    FOR r IN SELECT DISTINCT f.workflow, f.held_on, f.held_key
+               FROM workflows.flow_members f WHERE f.state = 'held' LOOP
+        PERFORM workflows._flow_lock(r.workflow);
+        SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = r.workflow;
+        tries := 0;
+        LOOP
+            tries := tries + 1;
+            EXIT WHEN tries > 1000;
+            SELECT * INTO c FROM workflows.flow_members f
+             WHERE f.workflow = r.workflow AND f.state = 'held' AND f.held_on = r.held_on
+               AND f.held_key = r.held_key
+             ORDER BY f.priority DESC, f.seq LIMIT 1 FOR UPDATE SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
+            IF config IS NULL THEN
+                UPDATE workflows.flow_members f SET state = 'ready' WHERE f.instance_id = c.instance_id;
+                UPDATE workflows.instances i SET wake_at = now()
+                 WHERE i.id = c.instance_id AND i.status IN ('queued', 'running', 'waiting');
+                CONTINUE;
+            END IF;
+            SELECT i.params INTO p FROM workflows.instances i WHERE i.id = c.instance_id;
+            EXIT WHEN NOT workflows._flow_take(c, p, config);
+            UPDATE workflows.instances i SET wake_at = now()
+             WHERE i.id = c.instance_id AND i.status IN ('queued', 'running', 'waiting');
+            promoted := promoted + 1;
+        END LOOP;
+    END LOOP;
+    IF promoted > 0 THEN
+        PERFORM workflows._wake_at_commit();
+    END IF;
+    RETURN promoted;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_repair() FROM PUBLIC;
 
 /*
  * create()'s hook (src/flow.c), for a workflow with flow control or a
