@@ -792,14 +792,18 @@ error_doc(const char *message, const char *sqlstate)
  * Look at the instances an await step waits for.  Returns 'c' (complete:
  * *output is the result), 'f' (failed for good: *error; a timeout, an id
  * that does not exist or that the owner may not see) or 'w' (wait:
- * *wake is when to look again without being woken, DT_NOEND for never).
+ * *wake is when to look again without being woken, DT_NOEND for never,
+ * and *waiting_for the instance's waiting_for: WF_CHILD_EVENT, woken by
+ * every child event, or WF_GROUP_WAIT plus the spawn step's key for all
+ * the children of one spawn step, woken only once none of them lives).
  * Consumes the instance's child events first: they woke it for this look,
  * and a child that ends after the look sends another.  Runs in the tick's
  * transaction as the executor, connected to SPI.
  */
 char
 wf_compose_await(const char *id, Oid owner, WfAction *a, TimestampTz now,
-				 Jsonb **output, Jsonb **error, TimestampTz *wake)
+				 Jsonb **output, Jsonb **error, TimestampTz *wake,
+				 const char **waiting_for)
 {
 	Datum		v[3];
 	bool		isnull;
@@ -833,6 +837,9 @@ wf_compose_await(const char *id, Oid owner, WfAction *a, TimestampTz now,
 			if (a->until != DT_NOEND && a->until <= now)
 				goto full;		/* the timeout's message counts them */
 			*wake = a->until;
+			/* woken by wf_compose_sweep() once none of them lives */
+			*waiting_for = psprintf("%s%.*s", WF_GROUP_WAIT, group->val.string.len,
+									group->val.string.val);
 			return 'w';
 		}
 	}
@@ -869,6 +876,7 @@ full:
 		return 'f';
 	}
 	*wake = a->until;
+	*waiting_for = WF_CHILD_EVENT;
 	/* instances that are not our children send us nothing: look again */
 	if (strangers > 0)
 	{
@@ -881,30 +889,33 @@ full:
 }
 
 static WfQuery q_finished = {
-	"WITH c AS (SELECT i.parent, i.spawned_by, i.status FROM workflows.instances i "
-	"           WHERE i.id = $1 AND i.parent IS NOT NULL), "
+	"WITH c0 AS (SELECT i.parent, i.spawned_by, i.status FROM workflows.instances i "
+	"            WHERE i.id = $1 AND i.parent IS NOT NULL), "
+	"c AS (SELECT c0.*, p.waiting_for FROM c0 JOIN workflows.instances p ON p.id = c0.parent "
+	"      WHERE p.status IN ('queued', 'running', 'waiting', 'paused')), "
 	"e AS (INSERT INTO workflows.events (instance_id, type, payload) "
 	"      SELECT c.parent, '" WF_CHILD_EVENT "', "
 	"             jsonb_build_object('id', $1::text, 'status', c.status) "
-	"      FROM c WHERE EXISTS (SELECT 1 FROM workflows.instances p "
-	"                           WHERE p.id = c.parent AND p.status IN ('queued', 'running', 'waiting', 'paused')) "
+	"      FROM c WHERE c.waiting_for IS NULL OR c.waiting_for NOT LIKE '" WF_GROUP_WAIT "%' "
 	"      RETURNING 1), "
 	"r AS (UPDATE workflows.instances SET held = false, wake_at = now() "
-	"      WHERE id = (SELECT h.id FROM workflows.instances h, c "
-	"                  WHERE h.parent = c.parent AND h.spawned_by = c.spawned_by AND h.held "
+	"      WHERE id = (SELECT h.id FROM workflows.instances h, c0 "
+	"                  WHERE h.parent = c0.parent AND h.spawned_by = c0.spawned_by AND h.held "
 	"                    AND h.status = 'queued' "
 	"                  ORDER BY length(h.id), h.id LIMIT 1 FOR UPDATE OF h SKIP LOCKED) "
 	"      RETURNING 1) "
-	"SELECT (SELECT count(*) FROM e), (SELECT count(*) FROM r)",
+	"SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM r)",
 	1, {TEXTOID}, NULL
 };
 
 /*
  * An instance just became final (complete, errored, terminated) in the
  * current transaction: tell its parent, if it has a live one, with a child
- * event (the parent is woken at commit, like by send_event()), and release
- * the next child held back by the same bounded map.  A parent that is
- * already final gets nothing: its child ending wakes nobody.  Connected to
+ * event (unless it awaits a whole spawn step: see wf_compose_sweep()) and
+ * a bump of child_generation at commit, which makes the executors sweep;
+ * and release the next child held back by the same bounded map.  A parent
+ * that is already final gets nothing: its child ending wakes nobody.
+ * Connected to
  * SPI, as the extension's owner (the executor, or _apply()).
  */
 void
@@ -919,6 +930,39 @@ wf_compose_finished(const char *id)
 		wf_child_signal_at_commit();
 	if (DatumGetInt64(wf_get_datum(0, 2, &isnull)) > 0)
 		wf_wake_at_commit();
+}
+
+/*
+ * Instances awaiting all the children of one spawn step (waiting_for
+ * WF_GROUP_WAIT || key: a map, a call) get no event per child -- a map
+ * over N children would be woken up to N times, each a transaction of its
+ * own -- but are made due by the sweep that finds none of those children
+ * alive.  It cannot be missed: every child's end bumps child_generation at
+ * its commit, every executor sweeps after its batch when it moved, and the
+ * sweep after the last child's commit sees all of them final (an instance
+ * its executor held meanwhile is swept by that executor after its own
+ * commit).  The scan walks the partial index of such instances
+ * (instances_group_waits), so it costs nothing while nothing waits.
+ */
+static WfQuery q_group_sweep = {
+	"UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"  SELECT i.id FROM workflows.instances i "
+	"  WHERE i.waiting_for LIKE '" WF_GROUP_WAIT "%' AND i.status = 'waiting' AND i.wake_at > $1 "
+	"    AND NOT EXISTS (SELECT 1 FROM workflows.instances c "
+	"                    WHERE c.parent = i.id AND c.spawned_by = substr(i.waiting_for, 17) "
+	"                      AND c.status IN ('queued', 'running', 'waiting', 'paused')) "
+	"  FOR NO KEY UPDATE OF i SKIP LOCKED)",
+	1, {TIMESTAMPTZOID}, NULL
+};
+
+/* part of the executors' sweep (executor.c): see above */
+void
+wf_compose_sweep(TimestampTz now)
+{
+	Datum		v[1];
+
+	v[0] = TimestampTzGetDatum(now);
+	wf_query(&q_group_sweep, v, NULL, 0);
 }
 
 /*

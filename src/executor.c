@@ -1170,11 +1170,12 @@ take_event(const char *id, WfAction *a, TimestampTz now)
  */
 static bool
 await_instances(const char *id, Oid owner, WfAction *a, TimestampTz now,
-				TimestampTz *wake)
+				TimestampTz *wake, const char **waiting_for)
 {
 	Jsonb	   *output = NULL;
 	Jsonb	   *error = NULL;
-	char		r = wf_compose_await(id, owner, a, now, &output, &error, wake);
+	char		r = wf_compose_await(id, owner, a, now, &output, &error, wake,
+									 waiting_for);
 
 	if (r == 'w')
 	{
@@ -1991,10 +1992,9 @@ tick(bool *claimed)
 		}
 		else if (a->kind == WF_ACT_AWAIT)
 		{
-			if (await_instances(id, owner, a, now, &out.wake_at))
+			if (await_instances(id, owner, a, now, &out.wake_at, &out.waiting_for))
 				continue;
 			out.status = "waiting";
-			out.waiting_for = WF_CHILD_EVENT;
 			break;
 		}
 		else if (a->kind == WF_ACT_ROLLBACK)
@@ -2228,6 +2228,7 @@ sweep_events(void)
 		v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
 		wf_query(&q_sweep, v, NULL, 0);
 		wf_query(&q_sweep_requests, v, NULL, 0);
+		wf_compose_sweep(DatumGetTimestampTz(v[0]));
 	}
 	end_tx();
 }

@@ -492,9 +492,12 @@ extern int64 wf_replay_hash(char kind, const char *text, Jsonb *args);
 /* the event type that tells a parent one of its children ended */
 #define WF_CHILD_EVENT		"workflows.child"
 extern int	wf_max_depth;
+/* waiting_for of an instance awaiting all the children of one spawn step */
+#define WF_GROUP_WAIT		"workflows.group:"
 extern char wf_compose_await(const char *id, Oid owner, WfAction *a,
 							 TimestampTz now, Jsonb **output, Jsonb **error,
-							 TimestampTz *wake);
+							 TimestampTz *wake, const char **waiting_for);
+extern void wf_compose_sweep(TimestampTz now);
 extern void wf_compose_finished(const char *id);
 extern bool wf_compose_next_rollback(const char *id, WfAction *a);
 extern Jsonb *wf_compose_rollback_summary(const char *id);

@@ -18,6 +18,10 @@ CREATE INDEX instances_by_parent ON workflows.instances (parent, created_at, id)
     WHERE parent IS NOT NULL;
 CREATE INDEX instances_held ON workflows.instances (parent, spawned_by)
     WHERE held;
+-- instances awaiting all the children of a spawn step: the executors' sweep
+-- walks it (src/compose.c, wf_compose_sweep())
+CREATE INDEX instances_group_waits ON workflows.instances (id)
+    WHERE waiting_for LIKE 'workflows.group:%';
 -- live children of a spawn step: an await of a map's children probes it
 CREATE INDEX instances_live_children ON workflows.instances (parent, spawned_by)
     WHERE parent IS NOT NULL AND status IN ('queued', 'running', 'waiting', 'paused');
