@@ -100,7 +100,7 @@ SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id 
 SELECT error->>'sqlstate' AS sqlstate, error->>'message' AS message, error->>'detail' AS detail
   FROM workflows.instances WHERE id = 'cmp-mf';
 
--- await: a timeout is WF010 (catchable); any; errors of the arguments
+-- await: a timeout is WF011 (catchable); any; errors of the arguments
 CREATE FUNCTION comp_sleeper(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM workflows.sleep('nap', (event->'payload'->>'nap')::interval);
@@ -118,7 +118,7 @@ BEGIN
     fast := workflows.spawn('fast', 'comp-sleeper', '{"nap": "10 milliseconds"}');
     BEGIN
         PERFORM workflows.await('too short', ARRAY[slow], timeout => '100 milliseconds');
-    EXCEPTION WHEN SQLSTATE 'WF010' THEN
+    EXCEPTION WHEN SQLSTATE 'WF011' THEN
         timed_out := SQLERRM;
     END;
     r := workflows.await('first', ARRAY[slow, fast], 'any');

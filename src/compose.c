@@ -356,7 +356,7 @@ wf_await(PG_FUNCTION_ARGS)
 
 /*
  * Raise the error of an awaited instance that did not complete: its
- * SQLSTATE (WF012 for a terminated one), its message in the detail.
+ * SQLSTATE (WF013 for a terminated one), its message in the detail.
  */
 static void
 pg_attribute_noreturn()
@@ -872,7 +872,7 @@ full:
 	{
 		*error = error_doc(psprintf("timed out waiting for %lld of %lld instances",
 									(long long) (total - final), (long long) total),
-						   "WF010");
+						   "WF011");
 		return 'f';
 	}
 	*wake = a->until;

@@ -42,10 +42,10 @@
 #define ERRCODE_WF_HTTP_FAILED			MAKE_SQLSTATE('W','F','0','1','0')
 
 /* workflows.await() reached its timeout */
-#define ERRCODE_WF_AWAIT_TIMEOUT		MAKE_SQLSTATE('W','F','0','1','0')
+#define ERRCODE_WF_AWAIT_TIMEOUT		MAKE_SQLSTATE('W','F','0','1','1')
 /* a spawn would nest instances deeper than workflows.max_depth */
-#define ERRCODE_WF_DEPTH_EXCEEDED		MAKE_SQLSTATE('W','F','0','1','1')
+#define ERRCODE_WF_DEPTH_EXCEEDED		MAKE_SQLSTATE('W','F','0','1','2')
 /* call()/map(): a child was terminated (errored children raise their own code) */
-#define ERRCODE_WF_CHILD_FAILED			MAKE_SQLSTATE('W','F','0','1','2')
+#define ERRCODE_WF_CHILD_FAILED			MAKE_SQLSTATE('W','F','0','1','3')
 
 #endif							/* WF_ERRORS_H */

@@ -169,7 +169,7 @@ wf_define_gucs(void)
 
 	DefineCustomIntVariable("workflows.max_depth",
 							"How deep child instances may nest (workflows.spawn(), call(), map()).",
-							"A spawn that would nest deeper fails with SQLSTATE WF011.",
+							"A spawn that would nest deeper fails with SQLSTATE WF012.",
 							&wf_max_depth,
 							16, 1, 1000,
 							PGC_SUSET, 0,

@@ -11,7 +11,7 @@
 #  2. A map with options.concurrency = 2 never has more than two children
 #     running, and returns the outputs in input order.
 #  3. Nesting 5 deep works; runaway recursion stops at workflows.max_depth
-#     with WF011.
+#     with WF012.
 #  4. Terminating the root of a tree while its leaves run steps (held by
 #     executors) terminates every live descendant.
 #  5. Rollback handlers run in reverse order, a failing compensation is
@@ -240,7 +240,7 @@ SELECT count(DISTINCT output::text) || '/' || max(revision)
 	'few',
 	'30 concurrent maps: same outputs, each parent committed a handful of times, not once per child');
 
-# 3. nesting 5 deep works; deeper is refused with WF011
+# 3. nesting 5 deep works; deeper is refused with WF012
 $node->safe_psql(
 	'postgres', q{
 CREATE FUNCTION nest(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
@@ -266,7 +266,7 @@ is($node->safe_psql('postgres', "SELECT max(depth) FROM workflows.instances WHER
 like($node->safe_psql('postgres', "SELECT output FROM workflows.instances WHERE id = 'nest5'"),
 	qr/"inner": "bottom"/, 'nest5: the innermost output reached the root');
 is($node->safe_psql('postgres', "SELECT error->>'sqlstate' FROM workflows.instances WHERE id = 'nest7'"),
-	'WF011', 'nest7: the depth limit errors the root with WF011');
+	'WF012', 'nest7: the depth limit errors the root with WF012');
 like( $node->safe_psql(
 		'postgres',
 		"SELECT error->>'message' FROM workflows.instances WHERE root = 'nest7' AND depth = 5"),
