@@ -2146,7 +2146,7 @@ CREATE FUNCTION workflows.await(name text, ids text[], mode text DEFAULT 'all',
     LANGUAGE c VOLATILE
     AS 'MODULE_PATHNAME', 'wf_await';
 COMMENT ON FUNCTION workflows.await(text, text[], text, interval) IS
-    'wait without a process until all (or any) of the instances are final; returns [{id, status, output, error}]; WF010 on timeout';
+    'wait without a process until all (or any) of the instances are final; returns [{id, status, output, error}]; WF011 on timeout';
 
 CREATE FUNCTION workflows.call(name text, workflow text, params jsonb DEFAULT '{}',
                                options jsonb DEFAULT NULL)
