@@ -904,15 +904,8 @@ static WfQuery q_finished = {
 	"                    AND h.status = 'queued' "
 	"                  ORDER BY length(h.id), h.id LIMIT 1 FOR UPDATE OF h SKIP LOCKED) "
 	"      RETURNING 1) "
-	"SELECT (SELECT count(*) FROM c "
-	"        WHERE c.waiting_for IS NULL OR c.waiting_for NOT LIKE '" WF_GROUP_WAIT "%' "
-	"           OR (SELECT count(*) FROM (SELECT 1 FROM workflows.instances s "
-	"                                     WHERE s.parent = c.parent AND s.spawned_by = c.spawned_by "
-	"                                       AND s.id <> $1 "
-	"                                       AND s.status IN ('queued', 'running', 'waiting', 'paused') "
-	"                                     LIMIT $2) x) < $2), "
-	"       (SELECT count(*) FROM r)",
-	2, {TEXTOID, INT4OID}, NULL
+	"SELECT (SELECT count(*) FROM c), (SELECT count(*) FROM r)",
+	1, {TEXTOID}, NULL
 };
 
 /*
@@ -928,17 +921,10 @@ static WfQuery q_finished = {
 void
 wf_compose_finished(const char *id)
 {
-	Datum		v[2];
+	Datum		v[1];
 	bool		isnull;
 
 	v[0] = CStringGetTextDatum(id);
-	/*
-	 * A parent awaiting a whole spawn step needs the sweep only once its
-	 * last children end: siblings still live beyond what the executors can
-	 * be ending at this moment (a batch each) mean another child's end
-	 * comes later and signals then.
-	 */
-	v[1] = Int32GetDatum(WF_BATCH_INSTANCES * wf_max_workers + 1);
 	wf_query(&q_finished, v, NULL, 1);
 	if (DatumGetInt64(wf_get_datum(0, 1, &isnull)) > 0)
 		wf_child_signal_at_commit();

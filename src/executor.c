@@ -1488,6 +1488,7 @@ is_runnable_status(const char *status)
  * kept until the batch commits.  An error in any instance rolls back the
  * batch (safe_tick()); the others simply run again.
  */
+#define WF_BATCH_INSTANCES	32
 #define WF_BATCH_MS			10
 
 static struct

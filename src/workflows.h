@@ -45,9 +45,6 @@
 /* a step key is the name plus "#" and an occurrence number */
 #define WF_MAX_KEY_LEN		(WF_MAX_NAME_LEN + 16)
 
-/* most instances an executor advances in one transaction (executor.c) */
-#define WF_BATCH_INSTANCES	32
-
 /* upper bound of workflows.max_workers (executors per database) */
 #define WF_MAX_WORKERS_LIMIT	64
 
