@@ -303,14 +303,49 @@ COMMENT ON FUNCTION workflows.erase(text) IS
     'delete a finished instance and everything it has, on its shard';
 
 /*
- * Flow control.
- *
- * workflows.set_flow_control() does not exist in the extension yet.  When it
- * does, it is a setting per workflow, so it belongs with register() and
- * set_retention() below: a PL/Proxy function with RUN ON ALL, so that every
- * shard applies the same limits (a limit of N per workflow then means N per
- * shard unless the shard-side function divides it by workflows.partitions()).
+ * Flow control: a setting per workflow, on every shard (like register() and
+ * set_retention()).  Limits are per shard: a concurrency limit of N allows N
+ * running instances on each shard.
  */
+CREATE FUNCTION workflows._set_flow_control(workflow text, config jsonb)
+    RETURNS SETOF integer
+    LANGUAGE plproxy VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    CLUSTER 'workflows_shards';
+    RUN ON ALL;
+    SELECT 1 AS _set_flow_control FROM workflows.set_flow_control(workflow, config);
+$$;
+
+CREATE FUNCTION workflows.set_flow_control(workflow text, config jsonb)
+    RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT FROM (SELECT pg_catalog.count(*) FROM workflows._set_flow_control($1, $2)) c $$;
+COMMENT ON FUNCTION workflows.set_flow_control(text, jsonb) IS
+    'set (or with NULL clear) the flow control of a workflow, on every shard (limits apply per shard)';
+
+/*
+ * Secrets: a role's secret on every shard (HTTP steps run on the shard of
+ * their instance)
+ */
+CREATE FUNCTION workflows._set_secret(name text, value text)
+    RETURNS SETOF integer
+    LANGUAGE plproxy VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+    CLUSTER 'workflows_shards';
+    RUN ON ALL;
+    SELECT 1 AS _set_secret FROM workflows.set_secret(name, value);
+$$;
+
+CREATE FUNCTION workflows.set_secret(name text, value text)
+    RETURNS void
+    LANGUAGE sql VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS $$ SELECT FROM (SELECT pg_catalog.count(*) FROM workflows._set_secret($1, $2)) c $$;
+COMMENT ON FUNCTION workflows.set_secret(text, text) IS
+    'store a secret of the current role on every shard';
 
 /*
  * Retention: on every shard

@@ -144,6 +144,21 @@ for my $p (0 .. $nparts - 1)
 }
 is($registered, 3 * $nparts, 'every partition has the three workflows');
 
+# settings per workflow and per role reach every partition
+$router->safe_psql('postgres',
+	"SELECT workflows.set_flow_control('one_step', '{\"concurrency\": {\"limit\": 50}}')");
+$router->safe_psql('postgres', "SELECT workflows.set_secret('token', 'v')");
+my ($flow, $secrets) = (0, 0);
+for my $p (0 .. $nparts - 1)
+{
+	$flow += $home{$p}->safe_psql("wf_p$p",
+		"SELECT count(*) FROM workflows.workflows WHERE flow_control->'concurrency'->>'limit' = '50'");
+	$secrets += $home{$p}->safe_psql("wf_p$p", "SELECT count(*) FROM workflows.secrets WHERE name = 'token'");
+}
+is($flow, $nparts, 'set_flow_control() through the router sets every partition');
+is($secrets, $nparts, 'set_secret() through the router stores the secret on every partition');
+$router->safe_psql('postgres', "SELECT workflows.set_flow_control('one_step', NULL)");
+
 my %part_of;    # id => partition (as the router computes it)
 sub partition_of
 {
