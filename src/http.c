@@ -86,6 +86,7 @@ typedef struct HttpCall
 	bool		too_big;
 	bool		oom;
 	char	   *refused;		/* why an address was refused */
+	List	   *policy;			/* workflows.http_allowed_hosts at the start */
 	bool		done;
 	CURLcode	code;
 	char		errbuf[CURL_ERROR_SIZE];
@@ -210,22 +211,30 @@ in_net(const HttpAddr *addr, const HttpAddr *net, int bits)
 	return true;
 }
 
+/* an address or a network ("10.0.0.0/8", "::1"), or false */
 static bool
-in_cidr(const HttpAddr *addr, const char *cidr)
+parse_net(const char *text, HttpAddr *net, int *bits)
 {
 	char		buf[64];
 	char	   *slash;
-	HttpAddr	net;
-	int			bits;
 
-	strlcpy(buf, cidr, sizeof(buf));
+	strlcpy(buf, text, sizeof(buf));
 	slash = strchr(buf, '/');
 	if (slash != NULL)
 		*slash++ = '\0';
-	if (!parse_addr(buf, &net))
+	if (!parse_addr(buf, net))
 		return false;
-	bits = slash ? atoi(slash) : (net.family == AF_INET ? 32 : 128);
-	return in_net(addr, &net, bits);
+	*bits = slash ? atoi(slash) : (net->family == AF_INET ? 32 : 128);
+	return true;
+}
+
+static bool
+in_cidr(const HttpAddr *addr, const char *cidr)
+{
+	HttpAddr	net;
+	int			bits;
+
+	return parse_net(cidr, &net, &bits) && in_net(addr, &net, bits);
 }
 
 /*
@@ -277,9 +286,21 @@ inner_address(const HttpAddr *addr)
 	return NULL;
 }
 
-/* the entries of workflows.http_allowed_hosts, lower-cased */
+/* one entry of workflows.http_allowed_hosts */
+typedef struct HttpAllow
+{
+	char	   *name;			/* lower case: "*", "*.domain" or a host name;
+								 * NULL: an address or network */
+	HttpAddr	net;
+	int			bits;
+} HttpAllow;
+
+/*
+ * workflows.http_allowed_hosts, parsed.  A call parses it when it starts,
+ * so that libcurl's open-socket callback allocates nothing.
+ */
 static List *
-allowed_entries(void)
+parse_policy(void)
 {
 	List	   *entries = NIL;
 	char	   *copy = pstrdup(wf_http_allowed_hosts ? wf_http_allowed_hosts : "");
@@ -287,47 +308,45 @@ allowed_entries(void)
 	char	   *save;
 
 	for (tok = strtok_r(copy, ", \t\n", &save); tok; tok = strtok_r(NULL, ", \t\n", &save))
-		entries = lappend(entries, ascii_case(tok, false));
+	{
+		HttpAllow  *e = palloc0(sizeof(HttpAllow));
+
+		if (!parse_net(tok, &e->net, &e->bits))
+			e->name = ascii_case(tok, false);
+		entries = lappend(entries, e);
+	}
 	return entries;
 }
 
 /* is the URL's host (a name or an address literal) listed? */
 static bool
-host_allowed(const char *host)
+host_allowed(List *policy, const char *host)
 {
 	char	   *h = ascii_case(host, false);
 	HttpAddr	addr;
 	bool		literal = parse_addr(h, &addr);
 	ListCell   *lc;
 
-	foreach(lc, allowed_entries())
+	foreach(lc, policy)
 	{
-		char	   *e = lfirst(lc);
-		HttpAddr	dummy;
+		HttpAllow  *e = lfirst(lc);
 
-		if (strcmp(e, "*") == 0)
+		if (e->name != NULL && strcmp(e->name, "*") == 0)
 			return true;
 		if (literal)
 		{
-			char		buf[64];
-			char	   *slash;
-
-			strlcpy(buf, e, sizeof(buf));
-			if ((slash = strchr(buf, '/')) != NULL)
-				*slash = '\0';
-			if (parse_addr(buf, &dummy) && in_cidr(&addr, e))
+			if (e->name == NULL && in_net(&addr, &e->net, e->bits))
 				return true;
-			continue;
 		}
-		if (strncmp(e, "*.", 2) == 0)
+		else if (e->name != NULL && strncmp(e->name, "*.", 2) == 0)
 		{
 			size_t		hl = strlen(h),
-						el = strlen(e + 1);
+						el = strlen(e->name + 1);
 
-			if (hl > el && strcmp(h + hl - el, e + 1) == 0)
+			if (hl > el && strcmp(h + hl - el, e->name + 1) == 0)
 				return true;
 		}
-		else if (strcmp(e, h) == 0)
+		else if (e->name != NULL && strcmp(e->name, h) == 0)
 			return true;
 	}
 	return false;
@@ -335,21 +354,15 @@ host_allowed(const char *host)
 
 /* may an inner address be connected to?  Only an address or network entry says so */
 static bool
-inner_allowed(const HttpAddr *addr)
+inner_allowed(List *policy, const HttpAddr *addr)
 {
 	ListCell   *lc;
 
-	foreach(lc, allowed_entries())
+	foreach(lc, policy)
 	{
-		char	   *e = lfirst(lc);
-		char		buf[64];
-		char	   *slash;
-		HttpAddr	dummy;
+		HttpAllow  *e = lfirst(lc);
 
-		strlcpy(buf, e, sizeof(buf));
-		if ((slash = strchr(buf, '/')) != NULL)
-			*slash = '\0';
-		if (parse_addr(buf, &dummy) && in_cidr(addr, e))
+		if (e->name == NULL && in_net(addr, &e->net, e->bits))
 			return true;
 	}
 	return false;
@@ -396,7 +409,7 @@ check_url(const char *url)
 
 	if (host == NULL)
 		http_error(psprintf("\"url\" is not an http or https URL: \"%s\"", url));
-	if (!host_allowed(host))
+	if (!host_allowed(parse_policy(), host))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("HTTP requests to host \"%s\" are not allowed", host),
@@ -408,30 +421,14 @@ check_url(const char *url)
 static int64
 request_timeout(JsonbValue *v)
 {
-	/* the same forms as a step config's "timeout" */
-	char		buf[128];
-	Jsonb	   *cfg;
-	WfStepConfig c;
+	int64		ms;
+	const char *problem = wf_duration_ms(v, &ms);	/* as a step's "timeout" */
 
-	if (v->type == jbvNumeric)
-		snprintf(buf, sizeof(buf), "{\"timeout\": %s}",
-				 DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric))));
-	else if (v->type == jbvString && v->val.string.len < 100)
-	{
-		char	   *s = jstr(v);
-
-		for (char *p = s; *p; p++)
-			if (*p == '"' || *p == '\\')
-				http_error("\"timeout\" must be an interval such as \"10 seconds\" or a number of milliseconds");
-		snprintf(buf, sizeof(buf), "{\"timeout\": \"%s\"}", s);
-	}
-	else
-		http_error("\"timeout\" must be an interval such as \"10 seconds\" or a number of milliseconds");
-	cfg = wf_cstring_jsonb(buf);
-	wf_parse_step_config(cfg, &c);
-	if (c.timeout_ms <= 0)
+	if (problem != NULL)
+		http_error(psprintf("\"timeout\" %s", problem));
+	if (ms <= 0)
 		http_error("\"timeout\" must be positive");
-	return c.timeout_ms;
+	return ms;
 }
 
 static HttpRequest *
@@ -744,7 +741,7 @@ on_open_socket(void *arg, curlsocktype purpose, struct curl_sockaddr *sa)
 		return CURL_SOCKET_BAD;
 	}
 	why = inner_address(&addr);
-	if (why != NULL && !inner_allowed(&addr))
+	if (why != NULL && !inner_allowed(hc->policy, &addr))
 	{
 		char		text[INET6_ADDRSTRLEN];
 		char	   *msg;
@@ -956,6 +953,7 @@ http_start(WfStepCall *call, WfStepResult *result)
 	MemoryContext old = MemoryContextSwitchTo(call->cxt);
 
 	ensure_multi();
+	hc->policy = parse_policy();
 	initStringInfo(&hc->body);
 	initStringInfo(&hc->head);
 	hc->deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), call->timeout_ms);
@@ -1232,7 +1230,7 @@ follow_redirect(HttpCall *hc, long status, Jsonb *headers, WfStepResult *res)
 	curl_free(next);
 	curl_url_cleanup(u);
 	host = url_host(hc->url, NULL);
-	if (host == NULL || !host_allowed(host))
+	if (host == NULL || !host_allowed(hc->policy, host))
 	{
 		fail(res, ERRCODE_INSUFFICIENT_PRIVILEGE, false,
 			 host ? psprintf("redirect to host \"%s\" refused: not allowed by workflows.http_allowed_hosts", host)

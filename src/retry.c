@@ -81,37 +81,49 @@ parse_interval(char *str, Interval *result)
 	return dterr == 0 && dtype == DTK_DELTA && itmin2interval(&tt, result) == 0;
 }
 
-/* a duration: interval text or a number of milliseconds, >= 0 */
-static int64
-duration_ms(JsonbValue *v, const char *key)
+/*
+ * A duration: interval text or a number of milliseconds, >= 0.  Returns
+ * NULL and sets *ms, or says what is wrong with it (for the caller's
+ * error, which names the key).  Also used for HTTP requests (http.c).
+ */
+const char *
+wf_duration_ms(JsonbValue *v, int64 *ms)
 {
-	int64		ms;
-
+	*ms = 0;
 	if (v->type == jbvNumeric)
 	{
 		Datum		d = DirectFunctionCall1(numeric_float8, NumericGetDatum(v->val.numeric));
 		double		f = DatumGetFloat8(d);
 
 		if (isnan(f) || f < 0 || f > (double) WF_MAX_DELAY_MS * 10)
-			config_error(key, "must be a non-negative number of milliseconds or an interval");
-		ms = (int64) f;
+			return "must be a non-negative number of milliseconds or an interval";
+		*ms = (int64) f;
+		return NULL;
 	}
-	else if (v->type == jbvString)
+	if (v->type == jbvString)
 	{
 		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
 		Interval	iv;
 
 		if (!parse_interval(s, &iv))
-			config_error(key, psprintf("is not a duration: \"%s\"", s));
-		ms = wf_interval_ms(&iv);
-		if (ms < 0)
-			config_error(key, "must not be negative");
+			return psprintf("is not a duration: \"%s\"", s);
+		*ms = wf_interval_ms(&iv);
+		if (*ms < 0)
+			return "must not be negative";
+		return NULL;
 	}
-	else
-	{
-		config_error(key, "must be an interval such as \"10 seconds\" or a number of milliseconds");
-		ms = 0;					/* keep compiler quiet */
-	}
+	return "must be an interval such as \"10 seconds\" or a number of milliseconds";
+}
+
+/* a duration of a step config key, or a config error naming the key */
+static int64
+duration_ms(JsonbValue *v, const char *key)
+{
+	int64		ms;
+	const char *problem = wf_duration_ms(v, &ms);
+
+	if (problem != NULL)
+		config_error(key, problem);
 	return ms;
 }
 

@@ -286,6 +286,7 @@ extern void wf_parse_step_config(Jsonb *config, WfStepConfig *cfg);
 extern Jsonb *wf_step_config_jsonb(const WfStepConfig *cfg);
 extern int64 wf_retry_delay_ms(const WfStepConfig *cfg, int failed_attempt);
 extern int64 wf_interval_ms(Interval *iv);
+extern const char *wf_duration_ms(JsonbValue *v, int64 *ms);
 
 /* ---- query.c ---- */
 typedef struct WfQuery
