@@ -1267,6 +1267,11 @@ BEGIN
     IF config IS NOT NULL THEN
         PERFORM workflows._flow_validate(config);
     END IF;
+    -- the rows of those held back before the workflow's lock, in the order
+    -- in which _flow_release() (a terminate) takes a row and then the lock
+    PERFORM 1 FROM workflows.flow_members m
+      WHERE m.workflow = _flow_set.workflow AND m.state = 'held'
+      ORDER BY m.instance_id FOR UPDATE;
     PERFORM workflows._flow_lock(workflow);
     UPDATE workflows.workflows x SET flow_control = config WHERE x.name = _flow_set.workflow;
     -- whoever waited under the old config tries again under the new one
@@ -1581,7 +1586,9 @@ BEGIN
     IF exclusive THEN
         RETURN workflows._flow_release(instance, st);
     END IF;
-    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance;
+    -- the member's row before the workflow's lock, as _flow_release() and a
+    -- terminate() that calls it take them (the other order deadlocks)
+    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance FOR UPDATE;
     IF NOT FOUND OR m.state <> 'holds' THEN
         RETURN 0;
     END IF;
@@ -1832,6 +1839,21 @@ CREATE TABLE workflows.flow_step_waiters (
 );
 CREATE INDEX flow_step_waiters_queue ON workflows.flow_step_waiters (key, seq);
 
+/*
+ * The slots of a step concurrency key: one row per slot, locked FOR UPDATE
+ * by the step's transaction while the step runs.  A row lock is free as
+ * soon as its transaction is no longer running, before the transaction's
+ * commit callbacks wake the next waiter, which must find it free (an
+ * advisory lock is released only after those callbacks, later than the
+ * queue lock: a woken waiter could find the slot still taken, queue again
+ * and never be woken).  Rows are made on first use and never removed.
+ */
+CREATE TABLE workflows.flow_step_slots (
+    key         text NOT NULL,
+    n           integer NOT NULL,
+    PRIMARY KEY (key, n)
+);
+
 -- the starts each step throttle granted in its last period
 CREATE TABLE workflows.flow_step_throttles (
     key         text PRIMARY KEY,
@@ -1857,7 +1879,7 @@ ALTER TABLE workflows.flow_step_grants ENABLE ROW LEVEL SECURITY;
 CREATE POLICY flow_step_grants_visible ON workflows.flow_step_grants FOR SELECT
     USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
 REVOKE ALL ON workflows.flow_step_waiters, workflows.flow_step_throttles,
-    workflows.flow_step_grants FROM PUBLIC;
+    workflows.flow_step_grants, workflows.flow_step_slots FROM PUBLIC;
 GRANT SELECT ON workflows.flow_step_waiters, workflows.flow_step_grants TO PUBLIC;
 
 /*
@@ -1880,6 +1902,7 @@ DECLARE
     at timestamptz;
     now_ timestamptz := clock_timestamp();
     period interval := make_interval(secs => tperiod_ms / 1000.0);
+    got boolean;
 BEGIN
     IF tkey IS NOT NULL THEN
         SELECT x.at INTO g FROM workflows.flow_step_grants x
@@ -1907,16 +1930,23 @@ BEGIN
         END IF;
     END IF;
     IF ckey IS NOT NULL THEN
-        IF workflows._flow_slot(ckey, climit, instance, step_key, out_of_tx) THEN
-            DELETE FROM workflows.flow_step_waiters w WHERE w.instance_id = instance;
-            RETURN NULL;
-        END IF;
-        -- the queue: a step that frees a slot takes this lock before it commits
-        PERFORM pg_catalog.pg_advisory_xact_lock(1464232017, pg_catalog.hashtext(ckey));
-        IF workflows._flow_slot(ckey, climit, instance, step_key, out_of_tx) THEN
-            DELETE FROM workflows.flow_step_waiters w WHERE w.instance_id = instance;
-            RETURN NULL;
-        END IF;
+        FOR attempt IN 1 .. 2 LOOP
+            IF attempt = 2 THEN
+                -- the queue: a step that frees a slot takes this lock before it commits
+                PERFORM pg_catalog.pg_advisory_xact_lock(1464232017, pg_catalog.hashtext(ckey));
+            END IF;
+            got := workflows._flow_slot(ckey, climit, instance, step_key, out_of_tx);
+            IF got IS NULL THEN
+                -- the key's slot rows, committed before any step takes one
+                INSERT INTO workflows.flow_step_slots (key, n)
+                SELECT ckey, slot FROM pg_catalog.generate_series(0, climit - 1) slot
+                    ON CONFLICT DO NOTHING;
+                RETURN '-infinity';
+            ELSIF got THEN
+                DELETE FROM workflows.flow_step_waiters w WHERE w.instance_id = instance;
+                RETURN NULL;
+            END IF;
+        END LOOP;
         INSERT INTO workflows.flow_step_waiters AS w (instance_id, key) VALUES (instance, ckey)
             ON CONFLICT (instance_id) DO UPDATE SET key = EXCLUDED.key;
         RETURN 'infinity';
@@ -1970,14 +2000,17 @@ CREATE FUNCTION workflows._flow_step_slot(ckey text, climit integer)
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
     AS $$
-DECLARE
-    cls integer := pg_catalog.hashtext('workflows step slot ' || ckey);
 BEGIN
-    FOR n IN 0 .. climit - 1 LOOP
-        IF pg_catalog.pg_try_advisory_xact_lock(cls, n) THEN
-            RETURN true;
-        END IF;
-    END LOOP;
+    PERFORM 1 FROM workflows.flow_step_slots s
+     WHERE s.key = ckey AND s.n < climit
+     ORDER BY s.n LIMIT 1 FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        RETURN true;
+    END IF;
+    IF (SELECT count(*) FROM workflows.flow_step_slots s
+         WHERE s.key = ckey AND s.n < climit) < climit THEN
+        RETURN NULL;
+    END IF;
     RETURN false;
 END
 $$;

@@ -278,12 +278,13 @@ static WfQuery q_flow_step_exit = {
 
 /*
  * Before a step with a "concurrency" or "throttle" key runs, in the tick's
- * transaction: take one of the key's slots (a transaction-level advisory
- * lock, held until the step's transaction commits) and its throttle's start.
+ * transaction: take one of the key's slots (a row of flow_step_slots locked
+ * until the step's transaction ends) and its throttle's start.
  * WF_STEP_WAIT: the instance waits without an executor, until *until, or
  * (*until = 0) until the step that frees a slot wakes it.
- * WF_STEP_COMMIT_FIRST: a start was granted now; commit (the throttle's row
- * lock must not be held while the step runs), then run the step.
+ * WF_STEP_COMMIT_FIRST: a start was granted now (the throttle's row lock
+ * must not be held while the step runs), or the key's slot rows were made
+ * (others must see them committed): commit, then come back.
  */
 WfStepGate
 wf_flow_step_enter(const char *id, WfAction *a, TimestampTz *until)

@@ -327,7 +327,7 @@ typedef enum WfStepGate
 {
 	WF_STEP_GO,					/* run the step now */
 	WF_STEP_WAIT,				/* wait: *until, or 0 for a free slot */
-	WF_STEP_COMMIT_FIRST		/* a start was granted: commit, then run */
+	WF_STEP_COMMIT_FIRST		/* commit, then come back */
 } WfStepGate;
 extern WfStepGate wf_flow_step_enter(const char *id, struct WfAction *a, TimestampTz *until);
 extern void wf_flow_step_exit(const char *id, struct WfAction *a);
