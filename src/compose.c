@@ -945,24 +945,34 @@ wf_compose_finished(const char *id)
  * (instances_group_waits), so it costs nothing while nothing waits.
  */
 static WfQuery q_group_sweep = {
-	"UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"WITH found AS MATERIALIZED ("
 	"  SELECT i.id FROM workflows.instances i "
 	"  WHERE i.waiting_for LIKE '" WF_GROUP_WAIT "%' AND i.status = 'waiting' AND i.wake_at > $1 "
 	"    AND NOT EXISTS (SELECT 1 FROM workflows.instances c "
 	"                    WHERE c.parent = i.id AND c.spawned_by = substr(i.waiting_for, 17) "
-	"                      AND c.status IN ('queued', 'running', 'waiting', 'paused')) "
-	"  FOR NO KEY UPDATE OF i SKIP LOCKED)",
+	"                      AND c.status IN ('queued', 'running', 'waiting', 'paused'))), "
+	"u AS (UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"  SELECT i.id FROM workflows.instances i "
+	"  WHERE i.id IN (SELECT f.id FROM found f) AND i.status = 'waiting' AND i.wake_at > $1 "
+	"  FOR NO KEY UPDATE OF i SKIP LOCKED) RETURNING 1) "
+	"SELECT (SELECT count(*) FROM found) - (SELECT count(*) FROM u)",
 	1, {TIMESTAMPTZOID}, NULL
 };
 
-/* part of the executors' sweep (executor.c): see above */
-void
+/*
+ * Part of the executors' sweep (executor.c): returns how many of the
+ * instances it found it could not take (locked), for the caller to sweep
+ * again.
+ */
+int64
 wf_compose_sweep(TimestampTz now)
 {
 	Datum		v[1];
+	bool		isnull;
 
 	v[0] = TimestampTzGetDatum(now);
-	wf_query(&q_group_sweep, v, NULL, 0);
+	wf_query(&q_group_sweep, v, NULL, 1);
+	return DatumGetInt64(wf_get_datum(0, 1, &isnull));
 }
 
 /*

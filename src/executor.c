@@ -167,14 +167,28 @@ static WfQuery q_instance_update = {
 		TIMESTAMPTZOID, TIMESTAMPTZOID}, NULL
 };
 
+/*
+ * The sweeps below make due the instances that an event, a command or the
+ * end of their children left waiting.  They lock with SKIP LOCKED (an
+ * executor never waits for another's instance), so each returns how many
+ * of the instances it found it could not take: a row locked only for a
+ * moment by another transaction (a claim that re-checked it and let it go
+ * keeps its lock until it ends) would otherwise be missed until the next
+ * signal, or the wait's timeout.  The caller sweeps again soon
+ * (maybe_sweep()).
+ */
 static WfQuery q_sweep = {
-	"UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"WITH found AS MATERIALIZED ("
 	"  SELECT i.id FROM workflows.instances i "
 	"  WHERE i.id IN (SELECT e.instance_id FROM workflows.events e WHERE e.consumed_by IS NULL) "
 	"    AND i.status = 'waiting' AND i.waiting_for IS NOT NULL AND i.wake_at > $1 "
 	"    AND EXISTS (SELECT 1 FROM workflows.events e WHERE e.instance_id = i.id "
-	"                AND e.type = i.waiting_for AND e.consumed_by IS NULL) "
-	"  FOR NO KEY UPDATE OF i SKIP LOCKED)",
+	"                AND e.type = i.waiting_for AND e.consumed_by IS NULL)), "
+	"u AS (UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"  SELECT i.id FROM workflows.instances i "
+	"  WHERE i.id IN (SELECT f.id FROM found f) AND i.status = 'waiting' AND i.wake_at > $1 "
+	"  FOR NO KEY UPDATE OF i SKIP LOCKED) RETURNING 1) "
+	"SELECT (SELECT count(*) FROM found) - (SELECT count(*) FROM u)",
 	1, {TIMESTAMPTZOID}, NULL
 };
 
@@ -194,11 +208,15 @@ static WfQuery q_park = {
 };
 
 static WfQuery q_sweep_requests = {
-	"UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"WITH found AS MATERIALIZED ("
 	"  SELECT i.id FROM workflows.instances i "
 	"  WHERE i.id IN (SELECT r.instance_id FROM workflows.requests r) "
-	"    AND (i.wake_at IS NULL OR i.wake_at > $1) "
-	"  FOR NO KEY UPDATE OF i SKIP LOCKED)",
+	"    AND (i.wake_at IS NULL OR i.wake_at > $1)), "
+	"u AS (UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
+	"  SELECT i.id FROM workflows.instances i "
+	"  WHERE i.id IN (SELECT f.id FROM found f) AND (i.wake_at IS NULL OR i.wake_at > $1) "
+	"  FOR NO KEY UPDATE OF i SKIP LOCKED) RETURNING 1) "
+	"SELECT (SELECT count(*) FROM found) - (SELECT count(*) FROM u)",
 	1, {TIMESTAMPTZOID}, NULL
 };
 
@@ -2217,20 +2235,25 @@ safe_tick(bool *claimed)
  * Make runnable now the instances whose awaited event has arrived, and
  * those with a command left for an executor that has since let them go.
  */
-static void
+static bool
 sweep_events(void)
 {
 	Datum		v[1];
+	bool		isnull;
+	int64		skipped = 0;
 
 	begin_tx();
 	if (check_extension())
 	{
 		v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
-		wf_query(&q_sweep, v, NULL, 0);
-		wf_query(&q_sweep_requests, v, NULL, 0);
-		wf_compose_sweep(DatumGetTimestampTz(v[0]));
+		wf_query(&q_sweep, v, NULL, 1);
+		skipped += DatumGetInt64(wf_get_datum(0, 1, &isnull));
+		wf_query(&q_sweep_requests, v, NULL, 1);
+		skipped += DatumGetInt64(wf_get_datum(0, 1, &isnull));
+		skipped += wf_compose_sweep(DatumGetTimestampTz(v[0]));
 	}
 	end_tx();
+	return skipped > 0;
 }
 
 /* earliest future wake time of any instance, or 0 */
@@ -2310,17 +2333,37 @@ recover_others(Oid dboid, int index)
 	wf_crash_clear_recovered(dboid);
 }
 
+/*
+ * Sweep when an event, a command or a child's end was committed since the
+ * last sweep, or when the last sweep could not take every instance it
+ * found (locked by another transaction for a moment): then again after 10
+ * ms, doubling up to a second while they stay locked.
+ */
+static TimestampTz sweep_again_at = 0;
+
 static void
 maybe_sweep(void)
 {
+	static int	again_ms = 0;
 	uint64		g = pg_atomic_read_u64(&wf_shared->signal_generation);
 	uint64		c = pg_atomic_read_u64(&wf_shared->child_generation);
+	TimestampTz now = GetCurrentTimestamp();
 
-	if (g != seen_signal_generation || c != seen_child_generation)
+	if (g != seen_signal_generation || c != seen_child_generation ||
+		(sweep_again_at != 0 && now >= sweep_again_at))
 	{
 		seen_signal_generation = g;
 		seen_child_generation = c;
-		sweep_events();
+		if (sweep_events())
+		{
+			again_ms = again_ms == 0 ? 10 : Min(again_ms * 2, 1000);
+			sweep_again_at = TimestampTzPlusMilliseconds(now, again_ms);
+		}
+		else
+		{
+			again_ms = 0;
+			sweep_again_at = 0;
+		}
 	}
 }
 
@@ -2511,6 +2554,9 @@ wf_executor_main(Datum arg)
 			timeout = Min(timeout, Min(60, wf_retention_s > 0 ? wf_retention_s : 60) * 1000);
 		if (stats_ms > 0)
 			timeout = Min(timeout, stats_ms);
+		if (sweep_again_at != 0)
+			timeout = Min(timeout,
+						  Max(0, TimestampDifferenceMilliseconds(GetCurrentTimestamp(), sweep_again_at)));
 		if (wf_calls_in_flight() > 0)
 			service_calls(timeout);		/* the latch, and the calls' sockets */
 		else if (timeout > 0)

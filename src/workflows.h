@@ -498,7 +498,7 @@ extern int	wf_max_depth;
 extern char wf_compose_await(const char *id, Oid owner, WfAction *a,
 							 TimestampTz now, Jsonb **output, Jsonb **error,
 							 TimestampTz *wake, const char **waiting_for);
-extern void wf_compose_sweep(TimestampTz now);
+extern int64 wf_compose_sweep(TimestampTz now);
 extern void wf_compose_finished(const char *id);
 extern bool wf_compose_next_rollback(const char *id, WfAction *a);
 extern Jsonb *wf_compose_rollback_summary(const char *id);
