@@ -2146,14 +2146,19 @@ ALTER TABLE workflows.instances
     ADD COLUMN held boolean NOT NULL DEFAULT false;
 CREATE INDEX instances_by_parent ON workflows.instances (parent, created_at, id)
     WHERE parent IS NOT NULL;
-CREATE INDEX instances_held ON workflows.instances (parent, spawned_by)
+-- keyed on an expression that no other index has, so that the lookup of a
+-- held sibling (src/compose.c, q_finished) can only take this small index:
+-- a plan on instances_live_children would read every live sibling
+CREATE INDEX instances_held ON workflows.instances ((ARRAY[parent, spawned_by]))
     WHERE held;
 -- instances awaiting all the children of a spawn step: the executors' sweep
 -- walks it (src/compose.c, wf_compose_sweep())
 CREATE INDEX instances_group_waits ON workflows.instances (id)
     WHERE waiting_for LIKE 'workflows.group:%';
--- live children of a spawn step: an await of a map's children probes it
-CREATE INDEX instances_live_children ON workflows.instances (parent, spawned_by)
+-- live children of a spawn step: an await of a map's children and the
+-- executors' sweep probe it (src/compose.c), by an expression that no other
+-- index has: a plan on instances_by_parent would read every child
+CREATE INDEX instances_live_children ON workflows.instances ((parent || '/' || spawned_by))
     WHERE parent IS NOT NULL AND status IN ('queued', 'running', 'waiting', 'paused');
 
 -- an await is a step type of its own

@@ -752,9 +752,15 @@ static WfQuery q_consume = {
 	2, {TEXTOID, TEXTOID}, NULL
 };
 
-/* is any child of this spawn step still live?  (the partial index) */
+/*
+ * Is any child of this spawn step still live?  Through the expression of
+ * instances_live_children only (parent and spawned_by are not compared on
+ * their own: a plan on instances_by_parent would read every child; equal
+ * expressions with equal steps have equal parents).
+ */
 static WfQuery q_group_live = {
-	"SELECT EXISTS (SELECT 1 FROM workflows.instances WHERE parent = $1 AND spawned_by = $2 "
+	"SELECT EXISTS (SELECT 1 FROM workflows.instances "
+	"  WHERE parent || '/' || spawned_by = $1 || '/' || $2 AND spawned_by = $2 "
 	"  AND status IN ('queued', 'running', 'waiting', 'paused'))",
 	2, {TEXTOID, TEXTOID}, NULL
 };
@@ -888,9 +894,18 @@ full:
 	return 'w';
 }
 
+/*
+ * Its plan is made once, maybe while the table is small, so no condition
+ * may let a partial index that grows with a map's size serve it: the
+ * instance is found by its id alone (with "parent IS NOT NULL", a plan
+ * walked the whole of instances_by_parent for it), the held sibling
+ * through instances_held's own key, which no other index has (a plan on
+ * instances_live_children read every live sibling).  Either made a map
+ * quadratic in its size.  A child without a parent matches nothing below.
+ */
 static WfQuery q_finished = {
 	"WITH c0 AS (SELECT i.parent, i.spawned_by, i.status FROM workflows.instances i "
-	"            WHERE i.id = $1 AND i.parent IS NOT NULL), "
+	"            WHERE i.id = $1), "
 	"c AS (SELECT c0.*, p.waiting_for FROM c0 JOIN workflows.instances p ON p.id = c0.parent "
 	"      WHERE p.status IN ('queued', 'running', 'waiting', 'paused')), "
 	"e AS (INSERT INTO workflows.events (instance_id, type, payload) "
@@ -899,8 +914,9 @@ static WfQuery q_finished = {
 	"      FROM c WHERE c.waiting_for IS NULL OR c.waiting_for NOT LIKE '" WF_GROUP_WAIT "%' "
 	"      RETURNING 1), "
 	"r AS (UPDATE workflows.instances SET held = false, wake_at = now() "
-	"      WHERE id = (SELECT h.id FROM workflows.instances h, c0 "
-	"                  WHERE h.parent = c0.parent AND h.spawned_by = c0.spawned_by AND h.held "
+	"      WHERE id = (SELECT h.id FROM workflows.instances h "
+	"                  WHERE ARRAY[h.parent, h.spawned_by] = "
+	"                        (SELECT ARRAY[c0.parent, c0.spawned_by] FROM c0) AND h.held "
 	"                    AND h.status = 'queued' "
 	"                  ORDER BY length(h.id), h.id LIMIT 1 FOR UPDATE OF h SKIP LOCKED) "
 	"      RETURNING 1) "
@@ -942,15 +958,21 @@ wf_compose_finished(const char *id)
  * sweep after the last child's commit sees all of them final (an instance
  * its executor held meanwhile is swept by that executor after its own
  * commit).  The scan walks the partial index of such instances
- * (instances_group_waits), so it costs nothing while nothing waits.
+ * (instances_group_waits), so it costs nothing while nothing waits.  The
+ * probe for a live child stays a subplan (OFFSET 0 keeps it from becoming
+ * a join) through instances_live_children's expression, as q_group_live's:
+ * a plan made while the table was small otherwise read every child of the
+ * map for each waiting parent, once per sweep -- quadratic in its size.
  */
 static WfQuery q_group_sweep = {
 	"WITH found AS MATERIALIZED ("
 	"  SELECT i.id FROM workflows.instances i "
 	"  WHERE i.waiting_for LIKE '" WF_GROUP_WAIT "%' AND i.status = 'waiting' AND i.wake_at > $1 "
 	"    AND NOT EXISTS (SELECT 1 FROM workflows.instances c "
-	"                    WHERE c.parent = i.id AND c.spawned_by = substr(i.waiting_for, 17) "
-	"                      AND c.status IN ('queued', 'running', 'waiting', 'paused'))), "
+	"                    WHERE c.parent || '/' || c.spawned_by = i.id || '/' || substr(i.waiting_for, 17) "
+	"                      AND c.spawned_by = substr(i.waiting_for, 17) "
+	"                      AND c.status IN ('queued', 'running', 'waiting', 'paused') "
+	"                    OFFSET 0)), "
 	"u AS (UPDATE workflows.instances SET wake_at = $1 WHERE id IN ("
 	"  SELECT i.id FROM workflows.instances i "
 	"  WHERE i.id IN (SELECT f.id FROM found f) AND i.status = 'waiting' AND i.wake_at > $1 "
