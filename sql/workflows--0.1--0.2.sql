@@ -1366,8 +1366,8 @@ DECLARE
     params jsonb;
     e jsonb;
     n integer;
-    k text;
-    ks text[];
+    ks text[] := '{}';
+    lims bigint[] := '{}';
     running bigint;
     locked boolean := false;
 BEGIN
@@ -1380,28 +1380,29 @@ BEGIN
         RETURN 'no';
     END IF;
     SELECT i.params INTO params FROM workflows.instances i WHERE i.id = instance;
+    FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(workflows._flow_entries(config)) x LOOP
+        ks := ks || workflows._flow_key(params, e->>'key');
+        lims := lims || (e->>'limit')::bigint;
+    END LOOP;
     -- look first without the lock (near the limit, nothing is taken), then
     -- again under it (what an exclusive holder committed meanwhile counts)
     LOOP
-        n := 0;
-        ks := '{}';
-        FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(workflows._flow_entries(config)) x LOOP
-            n := n + 1;
-            k := workflows._flow_key(params, e->>'key');
-            ks := ks || k;
+        FOR n IN 1 .. cardinality(ks) LOOP
+            -- every holder, also one whose instance stopped running and
+            -- has not handed its slot on yet (an overcount only sends the
+            -- instance to the exact path, which leaves those out)
             SELECT count(*) INTO running FROM workflows.flow_members f
-              JOIN workflows.instances i ON i.id = f.instance_id
-             WHERE f.workflow = m.workflow AND f.state = 'holds' AND f.keys[n] = k
-               AND i.status IN ('queued', 'running', 'waiting');
-            IF running + slack >= (e->>'limit')::bigint OR EXISTS (
+             WHERE f.workflow = m.workflow AND f.state = 'holds' AND f.keys[n] = ks[n];
+            IF running + slack >= lims[n] OR EXISTS (
                    SELECT 1 FROM workflows.flow_members f
                     WHERE f.workflow = m.workflow AND f.state = 'held' AND f.held_on = n
-                      AND f.held_key = k) THEN
+                      AND f.held_key = ks[n]) THEN
                 RETURN CASE WHEN locked THEN 'no-locked' ELSE 'no' END;
             END IF;
         END LOOP;
         EXIT WHEN locked;
-        PERFORM workflows._flow_lock_shared(m.workflow);
+        -- _flow_lock_shared(), without a function call's cost
+        PERFORM pg_catalog.pg_advisory_xact_lock_shared(1464232014, pg_catalog.hashtext(m.workflow));
         locked := true;
     END LOOP;
     UPDATE workflows.flow_members f
@@ -1593,8 +1594,9 @@ BEGIN
         RETURN 0;
     END IF;
     -- nobody held back: no one to hand the slot to (a parker holds the
-    -- lock exclusively until it commits, so it is seen here or sees us gone)
-    PERFORM workflows._flow_lock_shared(m.workflow);
+    -- lock exclusively until it commits, so it is seen here or sees us gone);
+    -- _flow_lock_shared(), without a function call's cost
+    PERFORM pg_catalog.pg_advisory_xact_lock_shared(1464232014, pg_catalog.hashtext(m.workflow));
     IF EXISTS (SELECT 1 FROM workflows.flow_members f
                 WHERE f.workflow = m.workflow AND f.state = 'held') THEN
         RETURN -1;
