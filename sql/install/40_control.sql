@@ -200,6 +200,8 @@ BEGIN
      WHERE i.id = d.id;
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM workflows._purge(NULL, NULL);
+    PERFORM workflows._audit_sql('purge', NULL, NULL,
+                                 jsonb_build_object('older_than', older_than::text, 'instances', n));
     RETURN n;
 END
 $$;
