@@ -238,7 +238,7 @@ drop_owned(DropOwnedStmt *stmt)
 	wf_as_owner_begin(&s);
 	foreach(lc, roles)
 	{
-		Datum		v[2];
+		Datum		v[1];
 		int			n;
 		List	   *ids = NIL;
 		ListCell   *lc2;
@@ -249,6 +249,13 @@ drop_owned(DropOwnedStmt *stmt)
 			ids = lappend(ids, wf_get_text(k, 1));
 		foreach(lc2, ids)
 			(void) wf_erase_instance(lfirst(lc2), caller, details);
+	}
+	/* (after all the roles' instances: one may use another's workflow) */
+	foreach(lc, roles)
+	{
+		Datum		v[2];
+
+		v[0] = ObjectIdGetDatum(lfirst_oid(lc));
 		wf_query(&q_drop_workflows, v, NULL, 0);
 		v[1] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 		wf_query(&q_drop_secrets, v, NULL, 0);
