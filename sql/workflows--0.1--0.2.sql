@@ -50,7 +50,8 @@ CREATE TABLE workflows.audit (
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',
                                   'unschedule', 'set_retention', 'reassign', 'set_version',
-                                  'set_secret', 'drop_secret')),
+                                  'set_secret', 'drop_secret', 'set_flow_control', 'purge',
+                                  'start_on_insert', 'stop_on_insert')),
     instance_id text,
     workflow    text,
     -- whose instance or workflow it concerns: decides who may read the row
@@ -58,6 +59,9 @@ CREATE TABLE workflows.audit (
     details     jsonb
 );
 CREATE INDEX audit_by_instance ON workflows.audit (instance_id) WHERE instance_id IS NOT NULL;
+-- the creates that debounce or singleton collapsed into an instance: erased with it
+CREATE INDEX audit_collapsed ON workflows.audit ((details->>'collapsedInto'))
+    WHERE action = 'create' AND details ? 'collapsedInto';
 CREATE INDEX audit_by_time ON workflows.audit (at);
 
 SELECT pg_catalog.pg_extension_config_dump('workflows.audit', '');
@@ -560,15 +564,9 @@ BEGIN
     IF older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    DELETE FROM workflows.instances i
-     USING (SELECT i2.id FROM workflows.instances i2
-              LEFT JOIN workflows.workflows w ON w.name = i2.workflow
-             WHERE i2.status IN ('complete', 'errored', 'terminated')
-               AND CASE WHEN w.retention IS NULL THEN i2.ended_at < now() - older_than
-                        ELSE w.retention > interval '0' AND i2.ended_at < now() - w.retention END) d
-     WHERE i.id = d.id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    PERFORM workflows._purge(NULL, NULL);
+    n := workflows._purge_now(older_than);
+    PERFORM workflows._audit_sql('purge', NULL, NULL,
+                                 jsonb_build_object('older_than', older_than::text, 'instances', n));
     RETURN n;
 END
 $$;
@@ -2255,21 +2253,30 @@ CREATE FUNCTION workflows._cascade(instance text, command text)
 DECLARE
     c record;
     signal boolean := false;
+    actor oid := workflows._acting_role();
+    result text;
 BEGIN
-    FOR c IN SELECT i.id, i.owner FROM workflows.instances i
+    FOR c IN SELECT i.id, i.owner, i.workflow, i.status FROM workflows.instances i
               WHERE i.parent = instance
                 AND i.status NOT IN ('complete', 'errored', 'terminated')
               ORDER BY i.created_at, i.id LOOP
         PERFORM 1 FROM workflows.instances i WHERE i.id = c.id FOR NO KEY UPDATE SKIP LOCKED;
         IF FOUND THEN
-            PERFORM workflows._apply(c.id, command, NULL, false);
+            result := workflows._apply(c.id, command, NULL, false);
+            CONTINUE WHEN result = c.status;
         ELSIF command IN ('pause', 'terminate') THEN
             INSERT INTO workflows.requests (instance_id, command, from_step, requested_by)
-            VALUES (c.id, command, NULL, c.owner)
+            VALUES (c.id, command, NULL, actor::regrole)
             ON CONFLICT (instance_id) DO UPDATE SET command = EXCLUDED.command,
-                from_step = NULL, requested_at = now();
+                from_step = NULL, requested_by = EXCLUDED.requested_by, requested_at = now();
             signal := true;
+            result := CASE command WHEN 'pause' THEN 'waitingForPause' ELSE 'terminating' END;
+        ELSE
+            CONTINUE;
         END IF;
+        INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details)
+        VALUES (pg_catalog.pg_get_userbyid(actor), command, c.id, c.workflow, c.owner,
+                jsonb_build_object('result', result, 'cascadedFrom', instance));
     END LOOP;
     IF signal THEN
         PERFORM workflows._signal_at_commit();
@@ -2410,3 +2417,159 @@ END
 $$;
 COMMENT ON FUNCTION workflows.list(text, text, timestamptz, timestamptz, integer, text, text) IS
     'list instances by workflow, status, creation time and parent, oldest first; page with after_id => the last id of the previous page';
+
+CREATE FUNCTION workflows._erase_refs(instance text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    i workflows.instances;
+    path text;
+    k text;
+    c jsonb;
+    total bigint;
+    free bigint;
+BEGIN
+    SELECT * INTO i FROM workflows.instances x WHERE x.id = instance;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    SELECT w.flow_control->'throttle'->>'key' INTO path
+      FROM workflows.workflows w WHERE w.name = i.workflow;
+    IF path IS NOT NULL THEN
+        k := workflows._flow_key(i.params, path);
+        PERFORM workflows._flow_lock(i.workflow);
+        IF NOT EXISTS (SELECT 1 FROM workflows.flow_members f
+                         JOIN workflows.instances o ON o.id = f.instance_id
+                        WHERE f.workflow = i.workflow AND f.instance_id <> instance
+                          AND workflows._flow_key(o.params, path) = k) THEN
+            DELETE FROM workflows.flow_throttles t WHERE t.workflow = i.workflow AND t.key = k;
+        END IF;
+    END IF;
+
+    FOR c IN SELECT s.config FROM workflows.steps s
+              WHERE s.instance_id = instance
+                AND (s.config ? 'concurrency' OR s.config ? 'throttle') LOOP
+        FOR k IN SELECT DISTINCT x FROM unnest(ARRAY[c->'concurrency'->>'key',
+                                                     c->'throttle'->>'key']) x
+                  WHERE x IS NOT NULL LOOP
+            -- the key's queue lock, which steps take to wait and to wake
+            PERFORM pg_catalog.pg_advisory_xact_lock(1464232017, pg_catalog.hashtext(k));
+            CONTINUE WHEN EXISTS (SELECT 1 FROM workflows.flow_step_waiters w
+                                   WHERE w.key = k AND w.instance_id <> instance);
+            -- a slot a running step holds is locked: then the key is in use
+            SELECT count(*) INTO total FROM workflows.flow_step_slots s WHERE s.key = k;
+            SELECT count(*) INTO free FROM (SELECT 1 FROM workflows.flow_step_slots s
+                                             WHERE s.key = k FOR UPDATE SKIP LOCKED) f;
+            CONTINUE WHEN free < total;
+            DELETE FROM workflows.flow_step_slots s WHERE s.key = k;
+            IF c->'throttle'->>'key' = k AND NOT EXISTS (
+                   SELECT 1 FROM workflows.flow_step_grants g
+                    WHERE g.instance_id <> instance AND g.at > clock_timestamp()) THEN
+                DELETE FROM workflows.flow_step_throttles t WHERE t.key = k;
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    DELETE FROM workflows.audit a
+     WHERE a.action = 'create' AND a.details ? 'collapsedInto'
+       AND a.details->>'collapsedInto' = instance;
+
+    IF i.parent IS NOT NULL THEN
+        DELETE FROM workflows.events e
+         WHERE e.instance_id = i.parent AND e.type = 'workflows.child'
+           AND e.consumed_by IS NOT NULL AND e.payload->>'id' = instance;
+        UPDATE workflows.events e SET payload = e.payload - 'id'
+         WHERE e.instance_id = i.parent AND e.type = 'workflows.child'
+           AND e.payload->>'id' = instance;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._erase_refs(text) FROM PUBLIC;
+
+CREATE FUNCTION workflows._acting_role()
+    RETURNS oid
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_acting_role_sql';
+REVOKE ALL ON FUNCTION workflows._acting_role() FROM PUBLIC;
+
+CREATE FUNCTION workflows._audit_sql(action text, workflow text, tbl regclass, details jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_audit_sql';
+GRANT EXECUTE ON FUNCTION workflows._audit_sql(text, text, regclass, jsonb) TO PUBLIC;
+
+CREATE OR REPLACE FUNCTION workflows.start_on_insert(tbl regclass, workflow text)
+    RETURNS text
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    tname text := workflows._start_trigger_name(start_on_insert.workflow);
+BEGIN
+    IF tbl IS NULL OR workflow IS NULL THEN
+        RAISE EXCEPTION 'table and workflow must not be null'
+            USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM workflows.workflows w WHERE w.name = start_on_insert.workflow) THEN
+        RAISE EXCEPTION 'workflow "%" does not exist', workflow
+            USING ERRCODE = 'undefined_object', HINT = 'Register it with workflows.register().';
+    END IF;
+    IF (SELECT c.relkind FROM pg_class c WHERE c.oid = tbl) NOT IN ('r', 'p', 'f') THEN
+        RAISE EXCEPTION '"%" is not a table', tbl
+            USING ERRCODE = 'wrong_object_type';
+    END IF;
+    -- CREATE TRIGGER checks the caller's rights (the TRIGGER privilege)
+    EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW '
+                   'EXECUTE FUNCTION workflows._start_from_row(%L)',
+                   tname, tbl, workflow);
+    PERFORM workflows._audit_sql('start_on_insert', workflow, tbl, NULL);
+    RETURN tname;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION workflows.stop_on_insert(tbl regclass, workflow text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    tname text := workflows._start_trigger_name(stop_on_insert.workflow);
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_trigger t
+                    WHERE t.tgrelid = tbl AND t.tgname = tname
+                      AND t.tgfoid = 'workflows._start_from_row()'::regprocedure) THEN
+        RAISE EXCEPTION 'table % does not start workflow "%"', tbl, workflow
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format('DROP TRIGGER %I ON %s', tname, tbl);
+    PERFORM workflows._audit_sql('stop_on_insert', workflow, tbl, NULL);
+END
+$$;
+
+CREATE FUNCTION workflows._purge_now(older_than interval)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM workflows.instances i
+     USING (SELECT i2.id FROM workflows.instances i2
+              LEFT JOIN workflows.workflows w ON w.name = i2.workflow
+             WHERE i2.status IN ('complete', 'errored', 'terminated')
+               AND CASE WHEN w.retention IS NULL THEN i2.ended_at < now() - older_than
+                        ELSE w.retention > interval '0' AND i2.ended_at < now() - w.retention END) d
+     WHERE i.id = d.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM workflows._purge(NULL, NULL);
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._purge_now(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION workflows._purge_now(interval) TO workflows_admin;

@@ -165,6 +165,66 @@ audit(Oid caller, const char *action, const char *instance, const char *workflow
 }
 
 /*
+ * The role a control command acts for.  A command can run inside another
+ * API function that already switched to the extension's owner (singleton
+ * "cancel" terminates the older instance inside create()), and a command
+ * cascades to children in SQL (_cascade()); both must record, and check
+ * the rights of, the role that called, not the extension's owner.  Set
+ * around such calls only (always restored, on error too), and honoured
+ * only while the current user is the extension's owner (inside our own
+ * bracket) or the executor, where no user code runs.
+ */
+static Oid	acting_role = InvalidOid;
+
+Oid
+wf_acting_role(void)
+{
+	if (OidIsValid(acting_role) &&
+		(GetUserId() == wf_extension_owner() || superuser()))
+		return acting_role;
+	return GetUserId();
+}
+
+Oid
+wf_set_acting_role(Oid role)
+{
+	Oid			old = acting_role;
+
+	acting_role = role;
+	return old;
+}
+
+/*
+ * Run one query (wf_query()'s arguments) with the acting role set to role,
+ * restored afterwards whatever happens.
+ */
+int
+wf_query_acting(WfQuery *q, Datum *values, const char *nulls, long count, Oid role)
+{
+	Oid			saved = wf_set_acting_role(role);
+	volatile int result = 0;
+
+	PG_TRY();
+	{
+		result = wf_query(q, values, nulls, count);
+	}
+	PG_FINALLY();
+	{
+		(void) wf_set_acting_role(saved);
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* workflows._acting_role() returns oid: for _cascade()'s audit rows */
+PG_FUNCTION_INFO_V1(wf_acting_role_sql);
+Datum
+wf_acting_role_sql(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_OID(wf_acting_role());
+}
+
+/*
  * A version's function must still exist to start or move instances on it:
  * a clear error instead of one about an OID.
  */
@@ -727,7 +787,7 @@ static WfQuery q_add_request = {
 static text *
 run_command(const char *id, const char *command, const char *from_step)
 {
-	Oid			caller = GetUserId();
+	Oid			caller = wf_acting_role();
 	WfAsOwner	s;
 	Datum		v[4];
 	char		n[4] = {' ', ' ', ' ', ' '};
@@ -772,7 +832,8 @@ run_command(const char *id, const char *command, const char *from_step)
 
 	if (locked)
 	{
-		wf_query(&q_apply_strict, v, n, 1);
+		/* (the children it cascades to record the caller too) */
+		wf_query_acting(&q_apply_strict, v, n, 1, caller);
 		result = wf_get_text(0, 1);
 		if (strcmp(result, "terminated") == 0)
 			wf_waiters_at_commit();
@@ -1164,6 +1225,11 @@ static WfQuery q_erase = {
  * instances of a role whatever their status.  Returns false if the
  * instance was gone.
  */
+static WfQuery q_erase_refs = {
+	"SELECT workflows._erase_refs($1)",
+	1, {TEXTOID}, NULL
+};
+
 bool
 wf_erase_instance(const char *id, Oid caller, Jsonb *details)
 {
@@ -1171,6 +1237,8 @@ wf_erase_instance(const char *id, Oid caller, Jsonb *details)
 	char		n[3] = {' ', ' ', ' '};
 
 	v[0] = CStringGetTextDatum(id);
+	/* what other rows hold of it: flow-control keys, collapsed creates... */
+	wf_query(&q_erase_refs, v, NULL, 0);
 	v[1] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 	v[2] = details ? JsonbPGetDatum(details) : (Datum) 0;
 	n[2] = details ? ' ' : 'n';
@@ -1199,6 +1267,33 @@ check_erasable(const char *id, const char *status)
 				 errhint("Terminate it first with workflows.terminate().")));
 }
 
+/*
+ * The descendants of an instance (children, theirs, ...), deepest first.
+ * Children are created by their parent's steps, as its owner, with params
+ * it passed on: erasing an instance erases them too.
+ */
+static WfQuery q_descendants = {
+	"WITH RECURSIVE d(id, depth) AS ("
+	"  SELECT id, 1 FROM workflows.instances WHERE parent = $1 "
+	"  UNION ALL "
+	"  SELECT i.id, d.depth + 1 FROM workflows.instances i JOIN d ON i.parent = d.id) "
+	"SELECT id FROM d ORDER BY depth DESC, id",
+	1, {TEXTOID}, NULL
+};
+
+static void
+check_descendant_erasable(const char *id, const char *descendant, const char *status)
+{
+	if (!is_final(status))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot erase workflow instance \"%s\": its descendant \"%s\" is %s",
+						id, descendant, status),
+				 errdetail("Erasing an instance erases its descendants, and only complete, errored and terminated instances can be erased."),
+				 errhint("Terminate the descendant first with workflows.terminate('%s'), then erase \"%s\" again.",
+						 descendant, id)));
+}
+
 Datum
 wf_erase(PG_FUNCTION_ARGS)
 {
@@ -1206,6 +1301,10 @@ wf_erase(PG_FUNCTION_ARGS)
 	char	   *id = required_text(fcinfo, 0, "instance id");
 	WfAsOwner	s;
 	Datum		v[1];
+	int			nd;
+	List	   *descendants = NIL;
+	ListCell   *lc;
+	Jsonb	   *with;
 
 	wf_as_owner_begin(&s);
 	find_instance(id, caller);
@@ -1214,6 +1313,20 @@ wf_erase(PG_FUNCTION_ARGS)
 	if (wf_query(&q_lock_finished, v, NULL, 1) == 0)
 		instance_unusable(id, false);
 	check_erasable(id, wf_get_text(0, 1));
+
+	/* every descendant final (under its row lock), or nothing is erased */
+	nd = wf_query(&q_descendants, v, NULL, 0);
+	for (int k = 0; k < nd; k++)
+		descendants = lappend(descendants, wf_get_text(k, 1));
+	foreach(lc, descendants)
+	{
+		v[0] = CStringGetTextDatum(lfirst(lc));
+		if (wf_query(&q_lock_finished, v, NULL, 1) == 1)
+			check_descendant_erasable(id, lfirst(lc), wf_get_text(0, 1));
+	}
+	with = wf_cstring_jsonb(psprintf("{\"erasedWith\": %s}", json_str(id)));
+	foreach(lc, descendants)
+		(void) wf_erase_instance(lfirst(lc), caller, with);
 	(void) wf_erase_instance(id, caller, NULL);
 	wf_as_owner_end(&s);
 	PG_RETURN_VOID();
@@ -1321,6 +1434,76 @@ wf_audit_schedule(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot record %s of schedule \"%s\": it did not happen", action, name),
 				 errdetail("Only schedule() and unschedule() record schedule changes.")));
+	wf_as_owner_end(&s);
+	PG_RETURN_VOID();
+}
+
+/*
+ * The audit rows of the actions written in SQL that run with the caller's
+ * rights: purge() (for workflows_admin), start_on_insert() and
+ * stop_on_insert() (CREATE/DROP TRIGGER check the caller's rights).  Only
+ * what happened can be recorded: a start_on_insert row if the table has
+ * the workflow's trigger, a stop_on_insert row if it has not (any more).
+ */
+static WfQuery q_audit_trigger = {
+	"INSERT INTO workflows.audit (acting_role, action, workflow, owner, details) "
+	"SELECT $1, $2, w.name, w.owner, "
+	"       jsonb_build_object('table', $3::oid::regclass::text, "
+	"                          'trigger', workflows._start_trigger_name(w.name)) "
+	"FROM workflows.workflows w WHERE w.name = $4 "
+	"AND ($2 = 'start_on_insert') = EXISTS (SELECT 1 FROM pg_trigger t "
+	"      WHERE t.tgrelid = $3 AND t.tgname = workflows._start_trigger_name(w.name) "
+	"        AND t.tgfoid = 'workflows._start_from_row()'::regprocedure)",
+	4, {TEXTOID, TEXTOID, OIDOID, TEXTOID}, NULL
+};
+
+static WfQuery q_audit_purge = {
+	"INSERT INTO workflows.audit (acting_role, action, details) VALUES ($1, 'purge', $2)",
+	2, {TEXTOID, JSONBOID}, NULL
+};
+
+/*
+ * workflows._audit_sql(action text, workflow text, tbl regclass, details
+ * jsonb): executable by PUBLIC (the functions above run as their caller),
+ * so it records the real caller and checks what it records.
+ */
+PG_FUNCTION_INFO_V1(wf_audit_sql);
+Datum
+wf_audit_sql(PG_FUNCTION_ARGS)
+{
+	Oid			caller = GetUserId();
+	char	   *action = required_text(fcinfo, 0, "action");
+	WfAsOwner	s;
+	Datum		v[4];
+	bool		purge = strcmp(action, "purge") == 0;
+
+	if (!purge && strcmp(action, "start_on_insert") != 0 &&
+		strcmp(action, "stop_on_insert") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid action \"%s\"", action)));
+	if (purge && !superuser() && !wf_can_see(InvalidOid, caller))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to record a purge"),
+				 errdetail("Only members of workflows_admin purge.")));
+	wf_as_owner_begin(&s);
+	v[0] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	if (purge)
+	{
+		v[1] = PG_ARGISNULL(3) ? JsonbPGetDatum(wf_cstring_jsonb("{}")) : PG_GETARG_DATUM(3);
+		wf_query(&q_audit_purge, v, NULL, 0);
+	}
+	else
+	{
+		v[1] = CStringGetTextDatum(action);
+		v[2] = ObjectIdGetDatum(PG_ARGISNULL(2) ? InvalidOid : PG_GETARG_OID(2));
+		v[3] = PointerGetDatum(cstring_to_text(required_text(fcinfo, 1, "workflow")));
+		if (wf_query(&q_audit_trigger, v, NULL, 0) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("cannot record %s: it did not happen", action)));
+	}
 	wf_as_owner_end(&s);
 	PG_RETURN_VOID();
 }

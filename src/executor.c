@@ -197,6 +197,11 @@ static WfQuery q_request = {
 	1, {TEXTOID}, NULL
 };
 
+static WfQuery q_requested_by = {
+	"SELECT requested_by::oid FROM workflows.requests WHERE instance_id = $1",
+	1, {TEXTOID}, NULL
+};
+
 static WfQuery q_apply = {
 	"SELECT workflows._apply($1, $2, $3, false)",
 	3, {TEXTOID, TEXTOID, TEXTOID}, NULL
@@ -1475,12 +1480,17 @@ apply_request(const char *id, char *command, char *from_step)
 {
 	Datum		v[3];
 	char		n[3] = {' ', ' ', ' '};
+	Oid			requester = InvalidOid;
+	bool		isnull;
 
 	v[0] = CStringGetTextDatum(id);
+	/* the role that asked: the children the command cascades to record it */
+	if (wf_query(&q_requested_by, v, NULL, 1) == 1)
+		requester = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
 	v[1] = CStringGetTextDatum(command);
 	v[2] = from_step ? CStringGetTextDatum(from_step) : (Datum) 0;
 	n[2] = from_step ? ' ' : 'n';
-	wf_query(&q_apply, v, n, 1);
+	wf_query_acting(&q_apply, v, n, 1, requester);
 	ereport(DEBUG1,
 			(errmsg("workflows: applied %s to instance \"%s\"", command, id)));
 	return wf_get_text(0, 1);

@@ -92,6 +92,18 @@ static WfQuery q_flow_workflow = {
 	1, {TEXTOID}, NULL
 };
 
+/*
+ * The audit row of set_flow_control(): the config as set (NULL: cleared).
+ * A config is limits, periods and jsonpaths written by the workflow's
+ * owner, never values of params, so it is recorded as it is.
+ */
+static WfQuery q_flow_audit = {
+	"INSERT INTO workflows.audit (acting_role, action, workflow, owner, details) "
+	"VALUES ($3, 'set_flow_control', $1, $4::oid::regrole, "
+	"        jsonb_build_object('config', CASE WHEN jsonb_typeof($2) = 'null' THEN NULL ELSE $2 END))",
+	4, {TEXTOID, JSONBOID, TEXTOID, OIDOID}, NULL
+};
+
 static WfQuery q_flow_set = {
 	"SELECT workflows._flow_set($1, $2)",
 	2, {TEXTOID, JSONBOID}, NULL
@@ -112,7 +124,8 @@ wf_flow_admit(const char *id, Jsonb *options, Oid caller)
 	v[1] = options ? JsonbPGetDatum(options) : (Datum) 0;
 	n[1] = options ? ' ' : 'n';
 	v[2] = ObjectIdGetDatum(caller);
-	wf_query(&q_flow_admit, v, n, 1);
+	/* a singleton "cancel" terminates the other instance for the caller */
+	wf_query_acting(&q_flow_admit, v, n, 1, caller);
 	return wf_get_text(0, 1);
 }
 
@@ -225,10 +238,11 @@ Datum
 wf_set_flow_control(PG_FUNCTION_ARGS)
 {
 	Oid			caller = GetUserId();
+	Oid			owner;
 	char	   *workflow;
 	WfAsOwner	s;
-	Datum		v[2];
-	char		n[2] = {' ', ' '};
+	Datum		v[4];
+	char		n[4] = {' ', ' ', ' ', ' '};
 	bool		isnull;
 
 	if (PG_ARGISNULL(0))
@@ -249,9 +263,13 @@ wf_set_flow_control(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for workflow \"%s\"", workflow),
 				 errdetail("Only its owner and members of workflows_admin may set its flow control.")));
+	owner = DatumGetObjectId(wf_get_datum(0, 1, &isnull));
 	v[1] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 	n[1] = PG_ARGISNULL(1) ? 'n' : ' ';
 	wf_query(&q_flow_set, v, n, 0);
+	v[2] = CStringGetTextDatum(GetUserNameFromId(caller, false));
+	v[3] = ObjectIdGetDatum(owner);
+	wf_query(&q_flow_audit, v, n, 0);
 	wf_as_owner_end(&s);
 	PG_RETURN_VOID();
 }

@@ -298,6 +298,11 @@ typedef struct WfQuery
 } WfQuery;
 
 extern int	wf_query(WfQuery *q, Datum *values, const char *nulls, long count);
+/* api.c: the role a control command acts for (see run_command()) */
+extern Oid	wf_acting_role(void);
+extern Oid	wf_set_acting_role(Oid role);
+extern int	wf_query_acting(WfQuery *q, Datum *values, const char *nulls, long count,
+							Oid role);
 extern Oid	wf_extension_owner(void);
 extern char *wf_installed_version(void);
 extern void wf_check_installed_version(void);

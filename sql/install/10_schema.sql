@@ -165,7 +165,8 @@ CREATE TABLE workflows.audit (
                 CHECK (action IN ('register', 'create', 'pause', 'resume', 'terminate',
                                   'restart', 'erase', 'send_event', 'schedule',
                                   'unschedule', 'set_retention', 'reassign', 'set_version',
-                                  'set_secret', 'drop_secret')),
+                                  'set_secret', 'drop_secret', 'set_flow_control', 'purge',
+                                  'start_on_insert', 'stop_on_insert')),
     instance_id text,
     workflow    text,
     -- whose instance or workflow it concerns: decides who may read the row
@@ -173,6 +174,9 @@ CREATE TABLE workflows.audit (
     details     jsonb
 );
 CREATE INDEX audit_by_instance ON workflows.audit (instance_id) WHERE instance_id IS NOT NULL;
+-- the creates that debounce or singleton collapsed into an instance: erased with it
+CREATE INDEX audit_collapsed ON workflows.audit ((details->>'collapsedInto'))
+    WHERE action = 'create' AND details ? 'collapsedInto';
 CREATE INDEX audit_by_time ON workflows.audit (at);
 
 -- the tables' rows are user data: pg_dump must dump them

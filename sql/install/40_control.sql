@@ -180,6 +180,34 @@ END
 $$;
 REVOKE ALL ON FUNCTION workflows._purge(timestamptz, integer) FROM PUBLIC;
 
+/*
+ * purge()'s deletion, as the extension's owner (row-level security lets a
+ * member of workflows_admin see every row, but delete none).
+ */
+CREATE FUNCTION workflows._purge_now(older_than interval)
+    RETURNS bigint
+    LANGUAGE plpgsql VOLATILE STRICT SECURITY DEFINER
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    n bigint;
+BEGIN
+    DELETE FROM workflows.instances i
+     USING (SELECT i2.id FROM workflows.instances i2
+              LEFT JOIN workflows.workflows w ON w.name = i2.workflow
+             WHERE i2.status IN ('complete', 'errored', 'terminated')
+               AND CASE WHEN w.retention IS NULL THEN i2.ended_at < now() - older_than
+                        ELSE w.retention > interval '0' AND i2.ended_at < now() - w.retention END) d
+     WHERE i.id = d.id;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM workflows._purge(NULL, NULL);
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._purge_now(interval) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION workflows._purge_now(interval) TO workflows_admin;
+
+-- (as the caller: the audit row names who purged)
 CREATE FUNCTION workflows.purge(older_than interval)
     RETURNS bigint
     LANGUAGE plpgsql VOLATILE STRICT
@@ -191,15 +219,9 @@ BEGIN
     IF older_than < interval '0' THEN
         RAISE EXCEPTION 'older_than must not be negative' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    DELETE FROM workflows.instances i
-     USING (SELECT i2.id FROM workflows.instances i2
-              LEFT JOIN workflows.workflows w ON w.name = i2.workflow
-             WHERE i2.status IN ('complete', 'errored', 'terminated')
-               AND CASE WHEN w.retention IS NULL THEN i2.ended_at < now() - older_than
-                        ELSE w.retention > interval '0' AND i2.ended_at < now() - w.retention END) d
-     WHERE i.id = d.id;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    PERFORM workflows._purge(NULL, NULL);
+    n := workflows._purge_now(older_than);
+    PERFORM workflows._audit_sql('purge', NULL, NULL,
+                                 jsonb_build_object('older_than', older_than::text, 'instances', n));
     RETURN n;
 END
 $$;

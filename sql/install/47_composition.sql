@@ -113,7 +113,10 @@ REVOKE ALL ON FUNCTION workflows._signal_at_commit() FROM PUBLIC;
  * Cascading control: apply a command to the live children of an instance,
  * and through _apply() to theirs.  A child an executor holds gets a
  * request, applied at its step boundary (and cascading from there).  Runs
- * as the extension's owner, inside _apply().
+ * as the extension's owner, inside _apply().  Each child it changes (or
+ * leaves a request for) gets an audit row of its own, with the role that
+ * gave the command (_acting_role(): the caller of pause(), resume() or
+ * terminate(), or for a request the role that asked) and "cascadedFrom".
  */
 CREATE FUNCTION workflows._cascade(instance text, command text)
     RETURNS void
@@ -123,21 +126,30 @@ CREATE FUNCTION workflows._cascade(instance text, command text)
 DECLARE
     c record;
     signal boolean := false;
+    actor oid := workflows._acting_role();
+    result text;
 BEGIN
-    FOR c IN SELECT i.id, i.owner FROM workflows.instances i
+    FOR c IN SELECT i.id, i.owner, i.workflow, i.status FROM workflows.instances i
               WHERE i.parent = instance
                 AND i.status NOT IN ('complete', 'errored', 'terminated')
               ORDER BY i.created_at, i.id LOOP
         PERFORM 1 FROM workflows.instances i WHERE i.id = c.id FOR NO KEY UPDATE SKIP LOCKED;
         IF FOUND THEN
-            PERFORM workflows._apply(c.id, command, NULL, false);
+            result := workflows._apply(c.id, command, NULL, false);
+            CONTINUE WHEN result = c.status;
         ELSIF command IN ('pause', 'terminate') THEN
             INSERT INTO workflows.requests (instance_id, command, from_step, requested_by)
-            VALUES (c.id, command, NULL, c.owner)
+            VALUES (c.id, command, NULL, actor::regrole)
             ON CONFLICT (instance_id) DO UPDATE SET command = EXCLUDED.command,
-                from_step = NULL, requested_at = now();
+                from_step = NULL, requested_by = EXCLUDED.requested_by, requested_at = now();
             signal := true;
+            result := CASE command WHEN 'pause' THEN 'waitingForPause' ELSE 'terminating' END;
+        ELSE
+            CONTINUE;
         END IF;
+        INSERT INTO workflows.audit (acting_role, action, instance_id, workflow, owner, details)
+        VALUES (pg_catalog.pg_get_userbyid(actor), command, c.id, c.workflow, c.owner,
+                jsonb_build_object('result', result, 'cascadedFrom', instance));
     END LOOP;
     IF signal THEN
         PERFORM workflows._signal_at_commit();
@@ -217,3 +229,105 @@ COMMENT ON FUNCTION workflows.progress(text, bigint) IS
 
 GRANT EXECUTE ON FUNCTION workflows.get_event(text, text, interval),
     workflows.progress(text, bigint) TO PUBLIC;
+
+/*
+ * Erasure, beyond the instance's own rows (which go with it by cascade):
+ * what other rows hold of it.  Called by src/api.c (wf_erase_instance())
+ * for each instance it erases, before deleting it, as the extension's
+ * owner.  Removes:
+ *
+ * - the throttle row (workflows.flow_throttles) of the instance's key under
+ *   its workflow's throttle, the key being a value of its params, unless
+ *   another instance of the workflow that still exists has the same key
+ *   (then the key is that instance's data too, and the row still counts
+ *   its starts).  Taken under the workflow's flow lock, like a start.
+ * - the rows of the step keys its steps named ("concurrency"/"throttle" in
+ *   a step's config; a key can be built from params): the slot rows when
+ *   no other instance waits for the key and no step holds one of them, the
+ *   throttle row when besides no other instance holds a start granted for
+ *   later.  Its recent starts are forgotten with it.
+ * - the audit rows of the creates that debounce or singleton collapsed
+ *   into it (their params hashes are those of its params).
+ * - its id in its parent's child events: a consumed one is deleted, one the
+ *   parent has not consumed yet (it still wakes the parent) loses the id.
+ *   The parent's memos (spawn, await, call, map) keep what the child
+ *   returned: that is the parent's state.
+ */
+CREATE FUNCTION workflows._erase_refs(instance text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    i workflows.instances;
+    path text;
+    k text;
+    c jsonb;
+    total bigint;
+    free bigint;
+BEGIN
+    SELECT * INTO i FROM workflows.instances x WHERE x.id = instance;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+
+    SELECT w.flow_control->'throttle'->>'key' INTO path
+      FROM workflows.workflows w WHERE w.name = i.workflow;
+    IF path IS NOT NULL THEN
+        k := workflows._flow_key(i.params, path);
+        PERFORM workflows._flow_lock(i.workflow);
+        IF NOT EXISTS (SELECT 1 FROM workflows.flow_members f
+                         JOIN workflows.instances o ON o.id = f.instance_id
+                        WHERE f.workflow = i.workflow AND f.instance_id <> instance
+                          AND workflows._flow_key(o.params, path) = k) THEN
+            DELETE FROM workflows.flow_throttles t WHERE t.workflow = i.workflow AND t.key = k;
+        END IF;
+    END IF;
+
+    FOR c IN SELECT s.config FROM workflows.steps s
+              WHERE s.instance_id = instance
+                AND (s.config ? 'concurrency' OR s.config ? 'throttle') LOOP
+        FOR k IN SELECT DISTINCT x FROM unnest(ARRAY[c->'concurrency'->>'key',
+                                                     c->'throttle'->>'key']) x
+                  WHERE x IS NOT NULL LOOP
+            -- the key's queue lock, which steps take to wait and to wake
+            PERFORM pg_catalog.pg_advisory_xact_lock(1464232017, pg_catalog.hashtext(k));
+            CONTINUE WHEN EXISTS (SELECT 1 FROM workflows.flow_step_waiters w
+                                   WHERE w.key = k AND w.instance_id <> instance);
+            -- a slot a running step holds is locked: then the key is in use
+            SELECT count(*) INTO total FROM workflows.flow_step_slots s WHERE s.key = k;
+            SELECT count(*) INTO free FROM (SELECT 1 FROM workflows.flow_step_slots s
+                                             WHERE s.key = k FOR UPDATE SKIP LOCKED) f;
+            CONTINUE WHEN free < total;
+            DELETE FROM workflows.flow_step_slots s WHERE s.key = k;
+            IF c->'throttle'->>'key' = k AND NOT EXISTS (
+                   SELECT 1 FROM workflows.flow_step_grants g
+                    WHERE g.instance_id <> instance AND g.at > clock_timestamp()) THEN
+                DELETE FROM workflows.flow_step_throttles t WHERE t.key = k;
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    DELETE FROM workflows.audit a
+     WHERE a.action = 'create' AND a.details ? 'collapsedInto'
+       AND a.details->>'collapsedInto' = instance;
+
+    IF i.parent IS NOT NULL THEN
+        DELETE FROM workflows.events e
+         WHERE e.instance_id = i.parent AND e.type = 'workflows.child'
+           AND e.consumed_by IS NOT NULL AND e.payload->>'id' = instance;
+        UPDATE workflows.events e SET payload = e.payload - 'id'
+         WHERE e.instance_id = i.parent AND e.type = 'workflows.child'
+           AND e.payload->>'id' = instance;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._erase_refs(text) FROM PUBLIC;
+
+-- the role a control command acts for (src/api.c): recorded by _cascade()
+CREATE FUNCTION workflows._acting_role()
+    RETURNS oid
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_acting_role_sql';
+REVOKE ALL ON FUNCTION workflows._acting_role() FROM PUBLIC;

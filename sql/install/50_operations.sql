@@ -377,6 +377,16 @@ END
 $$;
 GRANT EXECUTE ON FUNCTION workflows._start_from_row() TO PUBLIC;
 
+-- the audit rows of purge(), start_on_insert() and stop_on_insert(), which
+-- run with the caller's rights: records the real caller, and only what
+-- happened (src/api.c)
+CREATE FUNCTION workflows._audit_sql(action text, workflow text, tbl regclass, details jsonb)
+    RETURNS void
+    LANGUAGE c VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS 'MODULE_PATHNAME', 'wf_audit_sql';
+GRANT EXECUTE ON FUNCTION workflows._audit_sql(text, text, regclass, jsonb) TO PUBLIC;
+
 CREATE FUNCTION workflows.start_on_insert(tbl regclass, workflow text)
     RETURNS text
     LANGUAGE plpgsql VOLATILE
@@ -401,6 +411,7 @@ BEGIN
     EXECUTE format('CREATE OR REPLACE TRIGGER %I AFTER INSERT ON %s FOR EACH ROW '
                    'EXECUTE FUNCTION workflows._start_from_row(%L)',
                    tname, tbl, workflow);
+    PERFORM workflows._audit_sql('start_on_insert', workflow, tbl, NULL);
     RETURN tname;
 END
 $$;
@@ -422,6 +433,7 @@ BEGIN
             USING ERRCODE = 'undefined_object';
     END IF;
     EXECUTE format('DROP TRIGGER %I ON %s', tname, tbl);
+    PERFORM workflows._audit_sql('stop_on_insert', workflow, tbl, NULL);
 END
 $$;
 COMMENT ON FUNCTION workflows.stop_on_insert(regclass, text) IS

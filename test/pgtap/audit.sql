@@ -14,7 +14,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(45);
+SELECT plan(56);
 
 DROP ROLE IF EXISTS wf_aud_alice;
 DROP ROLE IF EXISTS wf_aud_bob;
@@ -230,6 +230,90 @@ UPDATE workflows.instances SET owner = :gone::oid::regrole WHERE id = 'aud-orpha
 COMMIT;
 SELECT is(workflows.wait('aud-orphan', '30 seconds')->'error'->>'sqlstate', 'WF009',
     'an instance whose owner no longer exists fails with WF009');
+
+------------------------------------------------------------------------------
+-- more actions: terminate, set_version, set_flow_control, purge,
+-- start_on_insert and stop_on_insert, commands cascaded to children, and
+-- a singleton "cancel" (which terminates the older instance for the caller)
+------------------------------------------------------------------------------
+SET ROLE wf_aud_alice;
+CREATE FUNCTION aud_parent(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.call('kid', 'aud-alice', '{"wait": true}');
+END $$;
+SELECT workflows.register('aud-parent', 'aud_parent(jsonb)') IS NOT NULL AS registered \gset
+SELECT workflows.create('aud-parent', '{}', 'aud-p') AS id \gset
+RESET ROLE;
+SELECT ok(wait_until($$SELECT waiting_for = 'go' FROM workflows.instances WHERE id = 'aud-p/kid'$$),
+    'a parent''s child waits for its event');
+SET ROLE wf_aud_alice;
+SELECT workflows.pause('aud-p') AS s \gset
+SELECT workflows.terminate('aud-p') AS s \gset
+SELECT workflows.set_version('aud-p') IS NOT NULL AS s \gset
+RESET ROLE;
+SELECT results_eq(
+    $$SELECT action, instance_id, acting_role::text COLLATE "default", details FROM workflows.audit
+       WHERE instance_id LIKE 'aud-p%' AND action <> 'create' ORDER BY id$$,
+    $$VALUES ('pause', 'aud-p/kid', 'wf_aud_alice', '{"result": "paused", "cascadedFrom": "aud-p"}'::jsonb),
+             ('pause', 'aud-p', 'wf_aud_alice', '{"result": "paused"}'::jsonb),
+             ('terminate', 'aud-p/kid', 'wf_aud_alice', '{"result": "terminated", "cascadedFrom": "aud-p"}'::jsonb),
+             ('terminate', 'aud-p', 'wf_aud_alice', '{"result": "terminated"}'::jsonb),
+             ('set_version', 'aud-p', 'wf_aud_alice',
+              jsonb_build_object('version', (SELECT version_id FROM workflows.instances WHERE id = 'aud-p')))$$,
+    'terminate and set_version are recorded; so is each child a command cascaded to, with the acting role');
+
+SET ROLE wf_aud_alice;
+SELECT workflows.set_flow_control('aud-alice', '{"singleton": {"key": "$.k", "mode": "cancel"}}') IS NULL AS s \gset
+SELECT workflows.create('aud-alice', '{"wait": true, "k": "one"}', 'aud-s1') AS id \gset
+RESET ROLE;
+SET ROLE wf_aud_admin;
+SELECT workflows.create('aud-alice', '{"wait": true, "k": "one"}', 'aud-s2') AS id \gset
+SELECT workflows.terminate('aud-s2') AS s \gset
+RESET ROLE;
+SET ROLE wf_aud_alice;
+SELECT workflows.set_flow_control('aud-alice', NULL) IS NULL AS s \gset
+RESET ROLE;
+SELECT is((SELECT status FROM workflows.instances WHERE id = 'aud-s1'), 'terminated',
+    'singleton cancel: the newer create terminated the older instance');
+SELECT is((SELECT acting_role::text FROM workflows.audit WHERE action = 'terminate' AND instance_id = 'aud-s1'),
+    'wf_aud_admin', '... recorded as done by the role that called create(), not by the extension''s owner');
+SELECT results_eq(
+    $$SELECT acting_role::text COLLATE "default", workflow, owner::text, details FROM workflows.audit
+       WHERE action = 'set_flow_control' ORDER BY id$$,
+    $$VALUES ('wf_aud_alice', 'aud-alice', 'wf_aud_alice',
+              '{"config": {"singleton": {"key": "$.k", "mode": "cancel"}}}'::jsonb),
+             ('wf_aud_alice', 'aud-alice', 'wf_aud_alice', '{"config": null}'::jsonb)$$,
+    'set_flow_control is recorded with the config (limits and paths, no params)');
+
+SET ROLE wf_aud_alice;
+CREATE TABLE aud_rows (k text);
+SELECT workflows.start_on_insert('aud_rows', 'aud-alice') AS trg \gset
+SELECT workflows.stop_on_insert('aud_rows', 'aud-alice') AS s \gset
+SELECT throws_ok($$SELECT workflows._audit_sql('start_on_insert', 'aud-alice', 'aud_rows', NULL)$$,
+    '55000', 'cannot record start_on_insert: it did not happen', 'a start_on_insert row cannot be forged');
+SELECT throws_ok($$SELECT workflows._audit_sql('purge', NULL, NULL, NULL)$$,
+    '42501', 'permission denied to record a purge', 'nor a purge row');
+RESET ROLE;
+SELECT results_eq(
+    $$SELECT action, acting_role::text COLLATE "default", workflow, owner::text, details FROM workflows.audit
+       WHERE action IN ('start_on_insert', 'stop_on_insert') ORDER BY id$$,
+    $$VALUES ('start_on_insert', 'wf_aud_alice', 'aud-alice', 'wf_aud_alice',
+              jsonb_build_object('table', 'public.aud_rows', 'trigger', 'workflows_start_aud-alice')),
+             ('stop_on_insert', 'wf_aud_alice', 'aud-alice', 'wf_aud_alice',
+              jsonb_build_object('table', 'public.aud_rows', 'trigger', 'workflows_start_aud-alice'))$$,
+    'start_on_insert and stop_on_insert are recorded');
+
+SET ROLE wf_aud_admin;
+SELECT workflows.purge('1 year') AS n \gset
+SELECT is((SELECT details FROM workflows.audit WHERE action = 'purge' ORDER BY id DESC LIMIT 1),
+    '{"older_than": "1 year", "instances": 0}'::jsonb, 'purge is recorded, with what it deleted');
+SELECT is((SELECT acting_role::text FROM workflows.audit WHERE action = 'purge' ORDER BY id DESC LIMIT 1),
+    'wf_aud_admin', '... and who purged');
+RESET ROLE;
+SET ROLE wf_aud_alice;
+SELECT is((SELECT count(*) FROM workflows.audit WHERE action = 'purge'), 0::bigint,
+    'purge rows are for admins only (they concern no one role)');
+RESET ROLE;
 
 -- clean up
 SELECT workflows.erase('aud-orphan') AS s \gset

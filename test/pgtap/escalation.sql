@@ -17,7 +17,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(39);
+SELECT plan(50);
 
 DROP ROLE IF EXISTS wf_esc_mallory;
 DROP ROLE IF EXISTS wf_esc_victim;
@@ -99,6 +99,16 @@ CREATE CONSTRAINT TRIGGER trap_cascade AFTER DELETE ON t_child
 INSERT INTO t_parent VALUES (1), (2);
 INSERT INTO t_child VALUES (1), (2);
 
+-- (3b) the same with ON DELETE SET NULL: the action's UPDATE of the
+--      referencing table fires a deferred trigger there
+CREATE TABLE t_parent2 (id int PRIMARY KEY);
+CREATE TABLE t_child2 (parent int REFERENCES t_parent2 ON DELETE SET NULL
+                                  DEFERRABLE INITIALLY DEFERRED);
+CREATE CONSTRAINT TRIGGER trap_set_null AFTER UPDATE ON t_child2
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION evil('fk set null');
+INSERT INTO t_parent2 VALUES (1), (2);
+INSERT INTO t_child2 VALUES (1), (2);
+
 -- (4) a deferred uniqueness check whose index expression runs evil
 CREATE FUNCTION evil_key(v int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
@@ -161,11 +171,12 @@ BEGIN
 END $$;
 SELECT workflows.register('mallory', 'mallory_flow(jsonb)') IS NOT NULL AS registered \gset
 
-SELECT workflows.create('mallory', '{"do": "sql", "sql": "INSERT INTO t_deferred VALUES (1)"}', 'esc-deferred') IS NOT NULL AS c1 \gset
-SELECT workflows.create('mallory', '{"do": "sql", "sql": "SET CONSTRAINTS ALL DEFERRED; INSERT INTO t_immediate VALUES (1)"}', 'esc-set-constraints') IS NOT NULL AS c2 \gset
-SELECT workflows.create('mallory', '{"do": "sql", "sql": "DELETE FROM t_parent WHERE id = 1"}', 'esc-cascade') IS NOT NULL AS c3 \gset
-SELECT workflows.create('mallory', '{"do": "sql", "sql": "INSERT INTO t_unique VALUES (101); DELETE FROM t_unique; INSERT INTO t_unique VALUES (101)"}', 'esc-unique') IS NOT NULL AS c4 \gset
-SELECT workflows.create('mallory', '{"do": "sql", "sql": "DECLARE held CURSOR WITH HOLD FOR SELECT evil_value(''held cursor'') FROM generate_series(1, 3)"}', 'esc-cursor') IS NOT NULL AS c5 \gset
+SELECT workflows.create('mallory', '{"do": "sql", "sql": "INSERT INTO t_deferred VALUES (1)", "check": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"}', 'esc-deferred') IS NOT NULL AS c1 \gset
+SELECT workflows.create('mallory', '{"do": "sql", "sql": "SET CONSTRAINTS ALL DEFERRED; INSERT INTO t_immediate VALUES (1)", "check": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"}', 'esc-set-constraints') IS NOT NULL AS c2 \gset
+SELECT workflows.create('mallory', '{"do": "sql", "sql": "DELETE FROM t_parent WHERE id = 1", "check": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"}', 'esc-cascade') IS NOT NULL AS c3 \gset
+SELECT workflows.create('mallory', '{"do": "sql", "sql": "INSERT INTO t_unique VALUES (101); DELETE FROM t_unique; INSERT INTO t_unique VALUES (101)", "check": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"}', 'esc-unique') IS NOT NULL AS c4 \gset
+SELECT workflows.create('mallory', '{"do": "sql", "sql": "DELETE FROM t_parent2 WHERE id = 1", "check": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"}', 'esc-set-null') IS NOT NULL AS c3b \gset
+SELECT workflows.create('mallory', '{"do": "sql", "sql": "DECLARE held CURSOR WITH HOLD FOR SELECT evil_value(''held cursor'') FROM generate_series(1, 3)", "check": "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"}', 'esc-cursor') IS NOT NULL AS c5 \gset
 SELECT workflows.create('mallory', '{"do": "sql", "sql": "LISTEN wf_esc_channel"}', 'esc-listen') IS NOT NULL AS c6 \gset
 SELECT workflows.create('mallory', '{"do": "between"}', 'esc-between') IS NOT NULL AS c7 \gset
 -- neighbours
@@ -180,7 +191,7 @@ SELECT count(*) AS victims FROM workflows.create_batch('victim',
     (SELECT jsonb_agg(jsonb_build_object('id', 'victim-' || i)) FROM generate_series(1, 20) i)) \gset
 RESET ROLE;
 
-SELECT ok(wait_until($$SELECT count(*) = 12 FROM workflows.instances
+SELECT ok(wait_until($$SELECT count(*) = 13 FROM workflows.instances
                        WHERE id <> 'esc-pinned' AND id NOT LIKE 'victim-%'
                          AND status IN ('complete', 'errored')$$),
           'every attempt ran to a final status');
@@ -233,6 +244,13 @@ SELECT is((SELECT who FROM esc_log WHERE vector = 'fk cascade'), 'wf_esc_mallory
 SELECT is((SELECT count(*) FROM t_child WHERE parent = 1)::int, 0,
           'deferred foreign key cascade: the cascade happened');
 
+SELECT is((SELECT status FROM workflows.instances WHERE id = 'esc-set-null'), 'complete',
+          'deferred foreign key SET NULL: the step completed');
+SELECT is((SELECT who FROM esc_log WHERE vector = 'fk set null'), 'wf_esc_mallory',
+          'deferred foreign key SET NULL: the referencing table''s trigger fired as the owner');
+SELECT is((SELECT count(*) FROM t_child2 WHERE parent IS NULL)::int, 1,
+          'deferred foreign key SET NULL: the action happened');
+
 SELECT is((SELECT status FROM workflows.instances WHERE id = 'esc-unique'), 'complete',
           'deferred exclusion recheck: the step completed');
 SELECT ok((SELECT bool_and(who = 'wf_esc_mallory') FROM esc_log
@@ -266,7 +284,19 @@ SELECT is((SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a
            WHERE n.nspname = 'workflows_code' AND a.grantee = 'wf_esc_mallory'::regrole)::int, 0,
           'pinned copy: the owner keeps no privilege on workflows_code');
 
+-- each vector, right after its own commit: the next step of the same
+-- instance (the next transaction) found mallory still an ordinary role
+SELECT is((SELECT output FROM workflows.instances WHERE id = v), 'false'::jsonb,
+          v || ': mallory is still an ordinary role right after it')
+  FROM unnest(ARRAY['esc-deferred', 'esc-set-constraints', 'esc-cascade', 'esc-set-null',
+                    'esc-unique', 'esc-cursor']) v;
+
 -- the legitimate neighbours
+SELECT is((SELECT output FROM workflows.instances WHERE id = 'ok-deferred-trigger'), '2'::jsonb,
+          'a deferred constraint trigger in step SQL works: the step completed with its result');
+SELECT is((SELECT count(*) FILTER (WHERE who = 'wf_esc_mallory') || '/' || count(*) FROM esc_log
+            WHERE vector = 'deferred trigger'), '2/2',
+          '... its trigger fired for its row too, as the owner');
 SELECT is((SELECT status FROM workflows.instances WHERE id = 'ok-deferred-fk'), 'complete',
           'a deferred foreign key satisfied by the step''s end works');
 SELECT is((SELECT status FROM workflows.instances WHERE id = 'bad-deferred-fk'), 'errored',
