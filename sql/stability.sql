@@ -166,20 +166,20 @@ BEGIN
 END $$;
 SELECT workflows.register('stab-retry', 'stab_retry(jsonb)') IS NOT NULL AS registered;
 SELECT pg_advisory_lock(4343);
-SELECT workflows.create('stab-retry', '{}', 'retry-1');
-SELECT wait_until($$SELECT workflows.status('retry-1')->>'status' = 'running'
-                      AND workflows.status('retry-1')->'steps'->0->>'status' = 'running'
-                      AND jsonb_array_length(workflows.status('retry-1')->'steps'->0->'attempts') = 2$$);
+SELECT workflows.create('stab-retry', '{}', 'stab-retry-1');
+SELECT wait_until($$SELECT workflows.status('stab-retry-1')->>'status' = 'running'
+                      AND workflows.status('stab-retry-1')->'steps'->0->>'status' = 'running'
+                      AND jsonb_array_length(workflows.status('stab-retry-1')->'steps'->0->'attempts') = 2$$);
 SELECT s->>'key' AS key, s->>'status' AS status, s ? 'nextAttempt' AS has_next_attempt,
        s ? 'end' AS has_end,
        (SELECT string_agg(format('%s:%s', a->>'attempt', COALESCE(a->>'success', 'in flight')), ' '
                           ORDER BY (a->>'attempt')::int)
           FROM jsonb_array_elements(s->'attempts') a) AS attempts
-  FROM jsonb_array_elements(workflows.status('retry-1')->'steps') s;
+  FROM jsonb_array_elements(workflows.status('stab-retry-1')->'steps') s;
 SELECT regexp_replace(line, 'since .*', 'since ...') AS line
-  FROM workflows.describe('retry-1') line WHERE line LIKE 'status%';
+  FROM workflows.describe('stab-retry-1') line WHERE line LIKE 'status%';
 SELECT pg_advisory_unlock(4343);
-SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'retry-1'$$);
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'stab-retry-1'$$);
 
 -- (10) a wait for an event that times out, caught by the workflow, which
 -- goes on and completes: the failed wait is marked handled
@@ -193,12 +193,12 @@ BEGIN
     RETURN workflows.step('fallback', 'SELECT ''rejected''::text');
 END $$;
 SELECT workflows.register('stab-handled', 'stab_handled(jsonb)') IS NOT NULL AS registered;
-SELECT workflows.create('stab-handled', '{}', 'handled-1');
-SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'handled-1'$$);
+SELECT workflows.create('stab-handled', '{}', 'stab-handled-1');
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'stab-handled-1'$$);
 SELECT s->>'key' AS key, s->>'type' AS type, s->>'status' AS status,
        s->'error'->>'sqlstate' AS sqlstate, s->'handled' AS handled
-  FROM jsonb_array_elements(workflows.status('handled-1')->'steps') s;
+  FROM jsonb_array_elements(workflows.status('stab-handled-1')->'steps') s;
 SELECT substring(line from '^ *[0-9]+  (\S+)') AS step,
        substring(line from '(?:✓|✗|↻|◷).*$') AS status
-  FROM workflows.describe('handled-1') line
+  FROM workflows.describe('stab-handled-1') line
  WHERE line ~ '^ *[0-9]+  ';
