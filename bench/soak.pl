@@ -70,6 +70,18 @@ for my $k (sort keys %{ $r->{recovery} })
 push @t, sprintf('| failed attempts by SQLSTATE | %s |',
 	join(', ', map { "$_ $r->{failed_by_sqlstate}{$_}" } sort keys %{ $r->{failed_by_sqlstate} }));
 push @t, sprintf('| steps with interrupted attempts | %d |', $r->{interrupted_steps});
+# pg_cancel_backend faults: did they cancel steps?  A cancel that finds no
+# executor inside a step's nap falls back to any executor, which may be
+# between steps (nothing to cancel): only attempts failed with 57014 show
+# that a step was cancelled.
+my $cancel_faults = $r->{faults}{cancel} // 0;
+my $cancelled = $r->{failed_by_sqlstate}{57014} // 0;
+push @t, sprintf('| cancel faults: executors signalled inside a step / attempts cancelled (57014) | %d: %d / %d |',
+	$cancel_faults, $r->{cancels_hit} // 0, $cancelled);
+diag sprintf('cancel faults %d: %d executors signalled inside a step, %d attempts failed with 57014',
+	$cancel_faults, $r->{cancels_hit} // 0, $cancelled);
+ok($cancel_faults == 0 || $cancelled > 0,
+	"the pg_cancel_backend faults cancelled steps ($cancelled attempts with 57014 from $cancel_faults faults)");
 my $u = $r->{unclaimed};
 push @t, sprintf('| after the last fault: backlog drained in | %s (oldest due and unclaimed: %.1f s) |',
 	defined $u->{drained} ? sprintf('%.1f s', $u->{drained}) : 'NOT DRAINED', $u->{worst_drain});
@@ -86,6 +98,13 @@ if (@procs)
 {
 	push @t, sprintf('| executor RssAnon, all processes: min / max | %.1f / %.1f MB |',
 		min(map { $_->{min} } @procs) / 1024, max(map { $_->{max} } @procs) / 1024);
+}
+# every executor process sampled, however long it lived (a fault ends most)
+for my $p (sort { $a->{first_t} <=> $b->{first_t} } @procs)
+{
+	push @t, sprintf('| executor %d: lived %.0f s, %d samples; RssAnon first / max / last | %.1f / %.1f / %.1f MB |',
+		$p->{pid}, ($p->{last_t} // $p->{first_t}) - $p->{first_t}, $p->{samples} // 0,
+		$p->{first} / 1024, $p->{max} / 1024, ($p->{last} // $p->{first}) / 1024);
 }
 for my $p (sort { $b->{last_t} - $b->{first_t} <=> $a->{last_t} - $a->{first_t} } @long)
 {

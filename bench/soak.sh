@@ -14,9 +14,11 @@
 # cluster (Unix socket only) as user postgres when started as root, the
 # workload of bench/workloads/soak.sql, random faults from a seed, the
 # invariants of the short form, and the executors' memory
-# (/proc/<pid>/status RssAnon, sampled about twice a second).  Prints a
-# table, also written to bench/results/soak-latest/results.md; exits
-# non-zero if an invariant failed.
+# (/proc/<pid>/status RssAnon of every executor process, sampled about
+# twice a second, each listed).  Also checks that the pg_cancel_backend
+# faults cancelled steps (attempts failed with 57014).  Prints a table,
+# also written to bench/results/soak-latest/results.md; exits non-zero if
+# an invariant failed.
 
 set -euo pipefail
 

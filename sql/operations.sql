@@ -127,6 +127,13 @@ SELECT count(*) FROM workflows.instances WHERE trigger->>'schedule' = 'ops-singl
 -- bad inputs
 SELECT workflows.schedule('ops-bad', '0 0 31 2', 'ops_quick');
 SELECT workflows.schedule('ops-bad', 'every day', 'ops_quick');
+-- the SQLSTATE of a bad cron expression (pg_cron's), which terse hides
+DO $$
+BEGIN
+    PERFORM workflows.schedule('ops-bad', 'every day', 'ops_quick');
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'bad cron: %', SQLSTATE;
+END $$;
 SELECT workflows.schedule('ops-bad', NULL, 'ops_quick');
 SELECT workflows.schedule('ops-bad', '0 3 * * *', 'no_such_workflow');
 SELECT workflows.schedule('ops-bad', '0 3 * * *', 'ops_quick', overlap => 'queue');

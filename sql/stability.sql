@@ -77,7 +77,9 @@ SELECT s->>'key' AS key, s->>'status' AS status, s ? 'end' AS has_end,
   FROM jsonb_array_elements(workflows.status('slow-1')->'steps') s;
 SELECT regexp_replace(line, 'since .*', 'since ...') AS line
   FROM workflows.describe('slow-1') line WHERE line LIKE 'status%';
-SELECT running FROM workflows.backlog WHERE workflow = 'stab-slow';
+-- held by an executor: running, not runnable (not waiting for an executor)
+SELECT running, runnable, oldest_runnable_seconds IS NULL AS none_waiting
+  FROM workflows.backlog WHERE workflow = 'stab-slow';
 SELECT pg_advisory_unlock(4242);
 SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'slow-1'$$);
 SELECT s->>'key' AS key, s->>'status' AS status FROM jsonb_array_elements(workflows.status('slow-1')->'steps') s;
@@ -91,6 +93,13 @@ ROLLBACK;
 
 -- (6) list() with a status that does not exist: an error, not an empty page
 SELECT * FROM workflows.list(status => 'bogus');
+-- (the SQLSTATE, which terse hides)
+DO $$
+BEGIN
+    PERFORM * FROM workflows.list(status => 'bogus');
+EXCEPTION WHEN OTHERS THEN
+    RAISE NOTICE 'list(status => bogus): %', SQLSTATE;
+END $$;
 
 -- (7) restart() keeps the version an instance was created with; after a
 -- fix is registered, set_version() moves the errored instance to it, and
@@ -122,3 +131,74 @@ BEGIN;
 SELECT workflows.create('stab-fix', '{}', 'fix-2');
 SELECT workflows.set_version('fix-2');
 ROLLBACK;
+
+-- (8) set_version() to a version whose replay no longer matches the kept
+-- memos: restart() then fails the instance with WF005, running nothing new
+CREATE FUNCTION stab_renamed(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM workflows.step('fetch',
+        'INSERT INTO stab_effects VALUES ($1, $2) RETURNING 1',
+        jsonb_build_array(event->>'instanceId', 'fetch'));
+    RETURN workflows.step('compute', 'SELECT 2');
+END $$;
+SELECT workflows.register('stab-fix', 'stab_buggy(jsonb)') = :'buggy' AS buggy_again;
+SELECT workflows.create('stab-fix', '{}', 'fix-3');
+SELECT wait_until($$SELECT status = 'errored' FROM workflows.instances WHERE id = 'fix-3'$$);
+SELECT workflows.register('stab-fix', 'stab_renamed(jsonb)') AS renamed \gset
+SELECT workflows.set_version('fix-3') = :'renamed' AS moved;
+SELECT workflows.restart('fix-3', 'compute');
+SELECT wait_until($$SELECT status = 'errored' AND error->>'sqlstate' = 'WF005'
+                      FROM workflows.instances WHERE id = 'fix-3'$$);
+SELECT error->>'sqlstate' AS sqlstate, error->>'message' AS message
+  FROM workflows.instances WHERE id = 'fix-3';
+SELECT count(*) AS new_step_effects FROM stab_effects WHERE instance = 'fix-3';
+
+-- (9) while a retry runs: status() says running, with the retry in flight
+-- (attempt 2, no end, no nextAttempt), not "will retry at" a past time
+CREATE SEQUENCE stab_tries;
+CREATE FUNCTION stab_retry(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.step('flaky',
+        $q$SELECT CASE WHEN nextval('public.stab_tries') = 1
+                       THEN 1 / (currval('public.stab_tries') - 1)
+                       ELSE (SELECT 2 FROM pg_advisory_xact_lock(4343)) END$q$,
+        NULL, '{"retries": {"limit": 3, "delay": "100 ms"}}');
+END $$;
+SELECT workflows.register('stab-retry', 'stab_retry(jsonb)') IS NOT NULL AS registered;
+SELECT pg_advisory_lock(4343);
+SELECT workflows.create('stab-retry', '{}', 'stab-retry-1');
+SELECT wait_until($$SELECT workflows.status('stab-retry-1')->>'status' = 'running'
+                      AND workflows.status('stab-retry-1')->'steps'->0->>'status' = 'running'
+                      AND jsonb_array_length(workflows.status('stab-retry-1')->'steps'->0->'attempts') = 2$$);
+SELECT s->>'key' AS key, s->>'status' AS status, s ? 'nextAttempt' AS has_next_attempt,
+       s ? 'end' AS has_end,
+       (SELECT string_agg(format('%s:%s', a->>'attempt', COALESCE(a->>'success', 'in flight')), ' '
+                          ORDER BY (a->>'attempt')::int)
+          FROM jsonb_array_elements(s->'attempts') a) AS attempts
+  FROM jsonb_array_elements(workflows.status('stab-retry-1')->'steps') s;
+SELECT regexp_replace(line, 'since .*', 'since ...') AS line
+  FROM workflows.describe('stab-retry-1') line WHERE line LIKE 'status%';
+SELECT pg_advisory_unlock(4343);
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'stab-retry-1'$$);
+
+-- (10) a wait for an event that times out, caught by the workflow, which
+-- goes on and completes: the failed wait is marked handled
+CREATE FUNCTION stab_handled(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    BEGIN
+        PERFORM workflows.wait_for_event('approval', 'approve', '200 ms');
+    EXCEPTION WHEN SQLSTATE 'WF002' THEN
+        NULL;
+    END;
+    RETURN workflows.step('fallback', 'SELECT ''rejected''::text');
+END $$;
+SELECT workflows.register('stab-handled', 'stab_handled(jsonb)') IS NOT NULL AS registered;
+SELECT workflows.create('stab-handled', '{}', 'stab-handled-1');
+SELECT wait_until($$SELECT status = 'complete' FROM workflows.instances WHERE id = 'stab-handled-1'$$);
+SELECT s->>'key' AS key, s->>'type' AS type, s->>'status' AS status,
+       s->'error'->>'sqlstate' AS sqlstate, s->'handled' AS handled
+  FROM jsonb_array_elements(workflows.status('stab-handled-1')->'steps') s;
+SELECT substring(line from '^ *[0-9]+  (\S+)') AS step,
+       substring(line from '(?:✓|✗|↻|◷).*$') AS status
+  FROM workflows.describe('stab-handled-1') line
+ WHERE line ~ '^ *[0-9]+  ';

@@ -838,10 +838,11 @@ CREATE OR REPLACE VIEW workflows.backlog WITH (security_invoker = true) AS
            count(*) FILTER (WHERE i.status = 'running' OR (f.instance IS NOT NULL AND i.status <> 'paused')) AS running,
            count(*) FILTER (WHERE i.status = 'waiting' AND f.instance IS NULL) AS waiting,
            count(*) FILTER (WHERE i.status = 'paused') AS paused,
-           count(*) FILTER (WHERE i.wake_at <= now()) AS runnable,
-           extract(epoch FROM now() - min(i.wake_at) FILTER (WHERE i.wake_at <= now()))::float8
+           -- due and not held by an executor: waiting for one to take it
+           count(*) FILTER (WHERE i.wake_at <= now() AND f.instance IS NULL) AS runnable,
+           extract(epoch FROM now() - min(i.wake_at) FILTER (WHERE i.wake_at <= now() AND f.instance IS NULL))::float8
                AS oldest_runnable_seconds,
-           extract(epoch FROM now() - min(i.created_at) FILTER (WHERE i.status = 'queued'))::float8
+           extract(epoch FROM now() - min(i.created_at) FILTER (WHERE i.status = 'queued' AND f.instance IS NULL))::float8
                AS oldest_queued_seconds
       FROM workflows.instances i
       -- held by an executor right now: running, whatever was last committed
@@ -2573,3 +2574,17 @@ END
 $$;
 REVOKE ALL ON FUNCTION workflows._purge_now(interval) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION workflows._purge_now(interval) TO workflows_admin;
+
+-- failed ticks counted per instance, across executors (src/executor.c, safe_tick())
+CREATE TABLE workflows.tick_failures (
+    instance_id text PRIMARY KEY REFERENCES workflows.instances (id) ON DELETE CASCADE,
+    failures    integer NOT NULL,
+    -- the instance's revision after the last failure
+    revision    bigint NOT NULL,
+    failed_at   timestamptz NOT NULL
+);
+ALTER TABLE workflows.tick_failures ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tick_failures_visible ON workflows.tick_failures FOR SELECT
+    USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
+REVOKE ALL ON workflows.tick_failures FROM PUBLIC;
+GRANT SELECT ON workflows.tick_failures TO PUBLIC;

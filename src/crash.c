@@ -13,7 +13,13 @@
  * So before each attempt the executor writes what it is about to run into a
  * small file of its own under pg_workflows/ (no fsync: it must survive the
  * process, not the machine), and marks the file idle after the attempt's
- * transaction has committed.  An executor that starts and finds its file
+ * transaction has committed.  The file is named after the executor's slot
+ * and the slot's generation, "executor_<database>_<index>_<generation>":
+ * an orphan of an earlier launcher that exits after its successor took the
+ * slot renames or removes its own file, never its successor's (a file
+ * named after the slot alone was shared by both: the orphan's exit could
+ * unlink or rename the file its successor was writing, and the successor's
+ * next crash went unaccounted).  An executor that starts and finds its file
  * records the attempt as interrupted (SQLSTATE WF008) and makes the step
  * run again at once; after workflows.max_step_crashes interrupted attempts
  * the step fails for good with WF008, which the workflow sees like any
@@ -57,13 +63,13 @@
 
 static char crash_path[MAXPGPATH];
 static char stop_path[MAXPGPATH];
+static uint32 my_generation = 0;
 static bool crash_file_written = false; /* an attempt is noted in it */
 static int	crash_fd = -1;
 static int	crash_file_len = 0;
-static int	recovered[WF_MAX_WORKERS_LIMIT];
+static List *recovered = NIL;	/* names, in TopMemoryContext */
 static LOCKTAG recovery_lock;
 static bool recovery_locked = false;
-static int	nrecovered = 0;
 
 static WfQuery q_lock_instance = {
 	"SELECT status FROM workflows.instances WHERE id = $1 FOR NO KEY UPDATE",
@@ -115,21 +121,73 @@ static WfQuery q_crash_wake = {
 	1, {TEXTOID}, NULL
 };
 
-/* name this executor's file; creates pg_workflows/ if needed */
+/*
+ * Name this executor's file after its slot and the slot's generation;
+ * creates pg_workflows/ if needed.
+ */
 void
-wf_crash_init(Oid dboid, int index)
+wf_crash_init(Oid dboid, int index, uint32 generation)
 {
 	if (MakePGDirectory(WF_CRASH_DIR) < 0 && errno != EEXIST)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not create directory \"%s\": %m", WF_CRASH_DIR)));
-	snprintf(crash_path, sizeof(crash_path), "%s/executor_%u_%d",
-			 WF_CRASH_DIR, dboid, index);
+	snprintf(crash_path, sizeof(crash_path), "%s/executor_%u_%d_%u",
+			 WF_CRASH_DIR, dboid, index, generation);
 	snprintf(stop_path, sizeof(stop_path), "%s.stop", crash_path);
+	my_generation = generation;
 	if (crash_fd >= 0)
 		close(crash_fd);
 	crash_fd = -1;
 	crash_file_written = false;
+}
+
+/*
+ * Parse a crash file's name: "executor_<db>_<index>_<generation>", or
+ * "executor_<db>_<index>" as 0.1 named them (no generation), either with
+ * ".stop" after an orderly stop.  Returns false for any other name.
+ */
+static bool
+parse_crash_name(const char *name, Oid *dboid, int *index, uint32 *generation,
+				 bool *has_generation, bool *orderly)
+{
+	unsigned int db,
+				gen;
+	int			n = 0;
+	const char *rest;
+
+	if (sscanf(name, "executor_%u_%d%n", &db, index, &n) != 2 || n == 0)
+		return false;
+	rest = name + n;
+	*has_generation = false;
+	*generation = 0;
+	if (rest[0] == '_')
+	{
+		int			m = 0;
+
+		if (sscanf(rest, "_%u%n", &gen, &m) != 1 || m == 0)
+			return false;
+		*has_generation = true;
+		*generation = gen;
+		rest += m;
+	}
+	*orderly = strcmp(rest, ".stop") == 0;
+	if (!*orderly && rest[0] != '\0')
+		return false;
+	*dboid = db;
+	return true;
+}
+
+/*
+ * Is the file's writer a live executor that still holds its slot?  A file
+ * of 0.1 (no generation) has no live writer; nor does an orphan's, once its
+ * slot went to a successor (its attempt, if one is in flight, is protected
+ * by the instance's row lock: recover_file() waits for it).
+ */
+static bool
+writer_running(Oid dboid, int index, uint32 generation, bool has_generation)
+{
+	return has_generation && wf_executor_running(dboid, index, generation);
 }
 
 /*
@@ -408,30 +466,21 @@ recover_file(const char *path, bool orderly)
 			(errmsg("workflows: %s (instance \"%s\")", message, id)));
 }
 
-static void
-recover_index(Oid dboid, int index)
-{
-	char		path[MAXPGPATH];
-
-	snprintf(path, sizeof(path), "%s/executor_%u_%d", WF_CRASH_DIR, dboid, index);
-	recover_file(path, false);
-	snprintf(path, sizeof(path), "%s/executor_%u_%d.stop", WF_CRASH_DIR, dboid, index);
-	recover_file(path, true);
-}
-
 /*
- * At executor start: handle the crash file of our previous incarnation, and
- * those of the other executors of this database that are not running (after
- * a crash every executor restarts at once, and the first to get here must
- * record every interrupted attempt before any executor can run those steps
- * again).  Must be called in a transaction, connected to SPI, before the
- * executor claims any instance.  The files are removed by
- * wf_crash_clear_others() after the transaction commits.
+ * At executor start: handle the crash files of our previous incarnations
+ * and those of the other executors of this database that are not running
+ * (after a crash every executor restarts at once, and the first to get
+ * here must record every interrupted attempt before any executor can run
+ * those steps again).  Must be called in a transaction, connected to SPI,
+ * before the executor claims any instance, after wf_crash_init().  The
+ * files are removed by wf_crash_clear_recovered() after the transaction
+ * commits.
  */
 void
 wf_crash_recover(Oid dboid, int myindex)
 {
-	int			index;
+	DIR		   *dir;
+	struct dirent *de;
 
 	/*
 	 * One executor of the database at a time, from reading the files to
@@ -443,38 +492,60 @@ wf_crash_recover(Oid dboid, int myindex)
 	(void) LockAcquire(&recovery_lock, ExclusiveLock, true, false);
 	recovery_locked = true;
 
-	for (index = 0; index < wf_max_workers; index++)
+	dir = AllocateDir(WF_CRASH_DIR);
+	while ((de = ReadDir(dir, WF_CRASH_DIR)) != NULL)
 	{
-		bool		running = false;
+		Oid			db;
+		int			index;
+		uint32		generation;
+		bool		has_generation;
+		bool		orderly;
+		char		path[MAXPGPATH];
+		MemoryContext old;
 
-		if (index != myindex)
-			running = wf_executor_running(dboid, index);
-		if (running)
+		if (!parse_crash_name(de->d_name, &db, &index, &generation,
+							  &has_generation, &orderly) || db != dboid)
 			continue;
-		recover_index(dboid, index);
-		recovered[nrecovered++] = index;
+
+		/*
+		 * Our own name, before we opened our file, is a leftover of a
+		 * server that ran before (generations start again at each start of
+		 * the server); once we write it, it is ours alone.  Any other live
+		 * writer keeps its file.
+		 */
+		if (index == myindex && has_generation && generation == my_generation)
+		{
+			if (crash_fd >= 0)
+				continue;
+		}
+		else if (writer_running(dboid, index, generation, has_generation))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", WF_CRASH_DIR, de->d_name);
+		recover_file(path, orderly);
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		recovered = lappend(recovered, pstrdup(path));
+		MemoryContextSwitchTo(old);
 	}
+	FreeDir(dir);
 }
 
 /* remove the files wf_crash_recover() handled, once its work committed */
 void
 wf_crash_clear_recovered(Oid dboid)
 {
-	for (int k = 0; k < nrecovered; k++)
-	{
-		char		path[MAXPGPATH];
+	ListCell   *lc;
 
-		for (int orderly = 0; orderly <= 1; orderly++)
-		{
-			snprintf(path, sizeof(path), "%s/executor_%u_%d%s", WF_CRASH_DIR, dboid,
-					 recovered[k], orderly ? ".stop" : "");
-			if (unlink(path) < 0 && errno != ENOENT)
-				ereport(WARNING,
-						(errcode_for_file_access(),
-						 errmsg("could not remove file \"%s\": %m", path)));
-		}
+	foreach(lc, recovered)
+	{
+		char	   *path = lfirst(lc);
+
+		if (unlink(path) < 0 && errno != ENOENT)
+			ereport(WARNING,
+					(errcode_for_file_access(),
+					 errmsg("could not remove file \"%s\": %m", path)));
 	}
-	nrecovered = 0;
+	list_free_deep(recovered);
+	recovered = NIL;
 	if (recovery_locked)
 	{
 		LockRelease(&recovery_lock, ExclusiveLock, true);
@@ -485,27 +556,37 @@ wf_crash_clear_recovered(Oid dboid)
 /*
  * Has an executor of this database that is not running left a file behind?
  * An executor stopped while the others go on (pg_terminate_backend, a
- * failed DROP DATABASE) leaves its file to whichever executor looks first;
- * the running ones look before each round of claims (a few stat() calls),
- * so that the interrupted attempt is recorded before its step runs again.
+ * failed DROP DATABASE, an orphan that exits late) leaves its file to
+ * whichever executor looks first; the running ones look before each round
+ * of claims (one pass over a directory of a few files), so that the
+ * interrupted attempt is recorded before its step runs again.  Called
+ * outside a transaction: a directory that cannot be read is only logged.
  */
 bool
 wf_crash_pending(Oid dboid, int myindex)
 {
-	for (int index = 0; index < wf_max_workers; index++)
-	{
-		for (int orderly = 0; orderly <= 1; orderly++)
-		{
-			char		path[MAXPGPATH];
-			struct stat st;
+	DIR		   *dir;
+	struct dirent *de;
+	bool		pending = false;
 
-			if (index == myindex)
-				continue;
-			snprintf(path, sizeof(path), "%s/executor_%u_%d%s", WF_CRASH_DIR, dboid,
-					 index, orderly ? ".stop" : "");
-			if (stat(path, &st) == 0 && !wf_executor_running(dboid, index))
-				return true;
-		}
+	dir = AllocateDir(WF_CRASH_DIR);
+	while (!pending && (de = ReadDirExtended(dir, WF_CRASH_DIR, LOG)) != NULL)
+	{
+		Oid			db;
+		int			index;
+		uint32		generation;
+		bool		has_generation;
+		bool		orderly;
+
+		if (!parse_crash_name(de->d_name, &db, &index, &generation,
+							  &has_generation, &orderly) || db != dboid)
+			continue;
+		if (index == myindex && has_generation && generation == my_generation)
+			continue;			/* ours */
+		if (!writer_running(dboid, index, generation, has_generation))
+			pending = true;
 	}
-	return false;
+	if (dir != NULL)
+		FreeDir(dir);
+	return pending;
 }

@@ -2124,10 +2124,25 @@ tick(bool *claimed)
 	return instance_done(id, final, out.wake_at != 0);
 }
 
+/*
+ * A failed tick: the instance is put back a second later, and its failure
+ * counted in workflows.tick_failures ($2: false for a cancel, which is not
+ * counted).  The count is per instance, whichever executor ran the tick,
+ * and counts failures in a row: it starts again when the instance's
+ * revision moved on since the last failure (the instance advanced, an
+ * event or command arrived, it was restarted).
+ */
 static WfQuery q_tick_failed = {
-	"UPDATE workflows.instances SET wake_at = now() + interval '1 second', "
-	"  revision = revision + 1 WHERE id = $1 AND wake_at IS NOT NULL",
-	1, {TEXTOID}, NULL
+	"WITH i AS (UPDATE workflows.instances SET wake_at = now() + interval '1 second', "
+	"  revision = revision + 1 WHERE id = $1 AND wake_at IS NOT NULL RETURNING id, revision) "
+	"INSERT INTO workflows.tick_failures AS f (instance_id, failures, revision, failed_at) "
+	"SELECT id, CASE WHEN $2 THEN 1 ELSE 0 END, revision, now() FROM i "
+	"ON CONFLICT (instance_id) DO UPDATE SET "
+	"  failures = CASE WHEN f.revision = EXCLUDED.revision - 1 THEN f.failures ELSE 0 END "
+	"             + EXCLUDED.failures, "
+	"  revision = EXCLUDED.revision, failed_at = EXCLUDED.failed_at "
+	"RETURNING failures",
+	2, {TEXTOID, BOOLOID}, NULL
 };
 
 static WfQuery q_park_failed = {
@@ -2137,7 +2152,7 @@ static WfQuery q_park_failed = {
 	2, {TEXTOID, JSONBOID}, NULL
 };
 
-/* how many failed ticks an executor allows an instance before parking it */
+/* how many failed ticks in a row an instance is allowed before it is parked */
 #define WF_MAX_TICK_FAILURES	3
 
 /*
@@ -2148,20 +2163,16 @@ static WfQuery q_park_failed = {
  * Left alone, such an error would end the executor, and its successor
  * would claim the same instance first again, forever.  Instead the
  * transaction is rolled back, the instance is put back a second later (so
- * the others run first), and after WF_MAX_TICK_FAILURES failures in this
- * executor it is parked as errored with WF009 and the error, for
- * workflows.restart() once the cause is fixed.  A cancel
- * (pg_cancel_backend) is not the instance's fault and is only retried.
+ * the others run first), and after WF_MAX_TICK_FAILURES failures in a row
+ * -- counted per instance in workflows.tick_failures, so across every
+ * executor of the database and across their restarts -- it is parked as
+ * errored with WF009 and the error, for workflows.restart() once the cause
+ * is fixed.  A cancel (pg_cancel_backend) is not the instance's fault and
+ * is only retried.
  */
 static bool
 safe_tick(bool *claimed)
 {
-	static struct
-	{
-		char		id[WF_MAX_ID_LEN + 1];
-		int			failures;
-	}			seen[16];
-	static int	next_seen = 0;
 	MemoryContext cxt = CurrentMemoryContext;
 	volatile bool again = false;
 
@@ -2175,7 +2186,7 @@ safe_tick(bool *claimed)
 		ErrorData  *edata;
 		char		id[WF_MAX_ID_LEN + 1];
 		int			failures = 0;
-		int			k;
+		bool		isnull;
 		Datum		v[2];
 
 		MemoryContextSwitchTo(cxt);
@@ -2195,23 +2206,12 @@ safe_tick(bool *claimed)
 
 		ereport(LOG,
 				(errmsg("workflows: could not advance instance \"%s\": %s", id, edata->message)));
-		if (edata->sqlerrcode != ERRCODE_QUERY_CANCELED)
-		{
-			for (k = 0; k < (int) lengthof(seen); k++)
-				if (strcmp(seen[k].id, id) == 0)
-					break;
-			if (k == (int) lengthof(seen))
-			{
-				k = next_seen;
-				next_seen = (next_seen + 1) % lengthof(seen);
-				strlcpy(seen[k].id, id, sizeof(seen[k].id));
-				seen[k].failures = 0;
-			}
-			failures = ++seen[k].failures;
-		}
 
 		begin_tx();
 		v[0] = CStringGetTextDatum(id);
+		v[1] = BoolGetDatum(edata->sqlerrcode != ERRCODE_QUERY_CANCELED);
+		if (wf_query(&q_tick_failed, v, NULL, 1) == 1)
+			failures = DatumGetInt32(wf_get_datum(0, 1, &isnull));
 		if (failures >= WF_MAX_TICK_FAILURES)
 		{
 			v[1] = JsonbPGetDatum(engine_error(psprintf("the instance could not be advanced %d times: %s",
@@ -2221,12 +2221,9 @@ safe_tick(bool *claimed)
 			/* flow control: an errored instance frees its slots (flow.c) */
 			(void) wf_flow_release(id, "errored");
 			wf_compose_finished(id);
-			seen[k].id[0] = '\0';
 			if (wf_notify)
 				notify_final(id, "errored");
 		}
-		else
-			wf_query(&q_tick_failed, v, NULL, 0);
 		end_tx();
 		if (failures >= WF_MAX_TICK_FAILURES)
 		{
@@ -2466,7 +2463,7 @@ wf_executor_main(Datum arg)
 		ready = check_extension();
 		if (ready)
 		{
-			wf_crash_init(dboid, index);
+			wf_crash_init(dboid, index, my_generation);
 			wf_crash_recover(dboid, index);
 		}
 		end_tx();

@@ -97,6 +97,7 @@ typedef struct WfDb
 	int64		failed_starts;
 	TimestampTz logged_at;		/* last log line about failed starts */
 	int			unlogged;		/* failed starts since then */
+	TimestampTz stranded_logged_at; /* last "cannot serve" log line */
 	WfExecutor	exec[WF_MAX_WORKERS_LIMIT];
 } WfDb;
 
@@ -323,9 +324,14 @@ finish_probe(WfDb *db, TimestampTz now)
 	}
 }
 
-/* take a free entry of the shared database table, or stay stranded */
+/*
+ * Take a free entry of the shared database table, or stay stranded.  A
+ * stranded database is looked at on every pass of the launcher (any
+ * wake-up), so the log line saying so is written at most once a minute per
+ * database, like those about failed starts.
+ */
 static void
-take_entry(WfDb *db)
+take_entry(WfDb *db, TimestampTz now)
 {
 	LWLockAcquire(wf_shared->lock, LW_EXCLUSIVE);
 	for (int d = 0; d < wf_shared->ndatabases; d++)
@@ -339,13 +345,21 @@ take_entry(WfDb *db)
 		}
 	}
 	LWLockRelease(wf_shared->lock);
-	if (db->entry < 0)
-		ereport(LOG,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("workflows cannot serve database \"%s\" yet", db->name),
-				 errdetail("workflows.max_databases (%d) databases with the extension are already served.",
-						   wf_max_databases),
-				 errhint("Raise workflows.max_databases, or drop the extension where it is not used.")));
+	if (db->entry >= 0)
+	{
+		db->stranded_logged_at = 0;
+		return;
+	}
+	if (db->stranded_logged_at != 0 &&
+		!TimestampDifferenceExceeds(db->stranded_logged_at, now, WF_LOG_INTERVAL_MS))
+		return;
+	ereport(LOG,
+			(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+			 errmsg("workflows cannot serve database \"%s\" yet", db->name),
+			 errdetail("workflows.max_databases (%d) databases with the extension are already served; this message is repeated at most once a minute while it lasts.",
+					   wf_max_databases),
+			 errhint("Raise workflows.max_databases, or drop the extension where it is not used.")));
+	db->stranded_logged_at = now;
 }
 
 static void
@@ -496,7 +510,7 @@ tend_db(WfDb *db, TimestampTz now)
 			finish_probe(db, now);
 	}
 	if (db->state == WF_DB_PRESENT && db->entry < 0)
-		take_entry(db);
+		take_entry(db, now);
 
 	wanted = db->state == WF_DB_PRESENT && db->entry >= 0 && !db->paused;
 	for (int k = 0; k < wf_max_workers; k++)

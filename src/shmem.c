@@ -205,9 +205,13 @@ wf_read_slot(int n, WfWorkerSlot *copy)
 	SpinLockRelease(&slot->mutex);
 }
 
-/* does executor "index" of a database have a live process? */
+/*
+ * Does executor "index" of a database have a live process that was started
+ * with this generation of its slot?  (An orphan of an earlier launcher does
+ * not count: its slot went to a successor.)
+ */
 bool
-wf_executor_running(Oid dboid, int index)
+wf_executor_running(Oid dboid, int index, uint32 generation)
 {
 	int			d = wf_find_database(dboid);
 	WfWorkerSlot copy;
@@ -215,7 +219,7 @@ wf_executor_running(Oid dboid, int index)
 	if (d < 0 || index < 0 || index >= wf_max_workers)
 		return false;
 	wf_read_slot(d * wf_max_workers + index, &copy);
-	return copy.dboid == dboid && copy.pid != 0;
+	return copy.dboid == dboid && copy.pid != 0 && copy.generation == generation;
 }
 
 /*

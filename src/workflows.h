@@ -209,7 +209,7 @@ extern int	wf_find_database(Oid dboid);
 extern void wf_wake_database(Oid dboid);
 extern void wf_request_launch(Oid dboid);
 extern void wf_read_slot(int n, WfWorkerSlot *copy);
-extern bool wf_executor_running(Oid dboid, int index);
+extern bool wf_executor_running(Oid dboid, int index, uint32 generation);
 extern void wf_pause_database(Oid dboid);
 extern void wf_resume_database(Oid dboid);
 extern int	wf_free_worker_processes(void);
@@ -371,7 +371,7 @@ extern bool wf_calls_service(long timeout_ms);
 
 /* ---- crash.c ---- */
 struct WfAction;
-extern void wf_crash_init(Oid dboid, int index);
+extern void wf_crash_init(Oid dboid, int index, uint32 generation);
 extern void wf_crash_note_attempt(const char *id, struct WfAction *a, Jsonb *config,
 								  bool first);
 extern void wf_crash_clear(void);

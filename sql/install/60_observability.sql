@@ -365,10 +365,11 @@ CREATE VIEW workflows.backlog WITH (security_invoker = true) AS
            count(*) FILTER (WHERE i.status = 'running' OR (f.instance IS NOT NULL AND i.status <> 'paused')) AS running,
            count(*) FILTER (WHERE i.status = 'waiting' AND f.instance IS NULL) AS waiting,
            count(*) FILTER (WHERE i.status = 'paused') AS paused,
-           count(*) FILTER (WHERE i.wake_at <= now()) AS runnable,
-           extract(epoch FROM now() - min(i.wake_at) FILTER (WHERE i.wake_at <= now()))::float8
+           -- due and not held by an executor: waiting for one to take it
+           count(*) FILTER (WHERE i.wake_at <= now() AND f.instance IS NULL) AS runnable,
+           extract(epoch FROM now() - min(i.wake_at) FILTER (WHERE i.wake_at <= now() AND f.instance IS NULL))::float8
                AS oldest_runnable_seconds,
-           extract(epoch FROM now() - min(i.created_at) FILTER (WHERE i.status = 'queued'))::float8
+           extract(epoch FROM now() - min(i.created_at) FILTER (WHERE i.status = 'queued' AND f.instance IS NULL))::float8
                AS oldest_queued_seconds
       FROM workflows.instances i
       -- held by an executor right now: running, whatever was last committed

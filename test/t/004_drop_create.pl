@@ -7,6 +7,11 @@
 # restart, when the launcher looks at every database.  And a DROP and a
 # CREATE EXTENSION that the launcher sees in one go (it is paused with
 # SIGSTOP to make that certain) must leave the database with its executors.
+# Finally, the launch queue overflows: with the launcher stopped, more
+# requests than its 64 entries are made before CREATE EXTENSION in another
+# database; the overflow must make the launcher look at every database, so
+# that the database is served at once, not at the next rescan a minute
+# later.
 
 use strict;
 use warnings;
@@ -217,6 +222,36 @@ my $st = $node->safe_psql('db2',
 	"SELECT workflows.create('writer', '{}', 'db2-fourth'); SELECT workflows.wait('db2-fourth', '30 s')->>'status'"
 );
 is((split /\n/, $st)[-1], 'complete', 'db2: an instance created afterwards completes');
+
+# ---------------------------------------------------------------------------
+# the launch queue overflows: no request is lost
+# ---------------------------------------------------------------------------
+$node->safe_psql('postgres', 'CREATE DATABASE late');
+# the launcher has looked at late (no extension) before it is stopped
+sleep 2;
+$launcher = $node->safe_psql('postgres',
+	"SELECT pid FROM pg_stat_activity WHERE backend_type = 'workflows launcher'");
+ok(kill('STOP', $launcher), "launcher $launcher stopped");
+my ($overflow_ok, $overflow_err);
+$overflow_ok = eval {
+	# 70 requests (each commit of _launch() asks the launcher to look at the
+	# database again), more than the queue's 64 entries
+	$node->safe_psql('postgres',
+		join('', map { "SELECT workflows._launch();\n" } 1 .. 70));
+	# this request does not fit in the queue any more
+	$node->safe_psql('late', 'CREATE EXTENSION workflows');
+	1;
+};
+$overflow_err = $@;
+kill('CONT', $launcher);
+ok($overflow_ok, 'more than 64 launch requests, then CREATE EXTENSION in late, while the launcher was stopped')
+  or diag $overflow_err;
+my $late = wait_for('postgres', q{
+SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'workflows executor' AND datname = 'late'
+}, '2', 20);
+ok(defined $late,
+	sprintf('the overflow made the launcher look at every database: late has its executors (%.1f s)',
+		$late // -1));
 
 $node->stop;
 note sprintf('004_drop_create took %.1f s', time - $started);

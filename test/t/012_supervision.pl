@@ -11,8 +11,16 @@
 #     DATABASE ... RENAME and ALTER DATABASE ... SET TABLESPACE succeed
 #     (without the executors they fail after five seconds with "being
 #     accessed by other users"); the executors come back afterwards, and the
-#     copy gets executors of its own and runs instances.
-# (c) PREPARE TRANSACTION after workflows.create() is refused (0A000).
+#     copy gets executors of its own and runs instances.  A command that
+#     fails after the executors were stopped (ALTER DATABASE ... SET
+#     TABLESPACE in a transaction block), and one that is rolled back
+#     (RENAME, then ROLLBACK), give them back: new pids, all of them.  An
+#     owner's DROP DATABASE that fails after its executors were stopped
+#     (in a transaction block) cut a running step short: the attempt is
+#     recorded as interrupted by a shutdown (57P01), not charged, and the
+#     step runs again at once.
+# (c) PREPARE TRANSACTION after workflows.create(), send_event() or a
+#     control command is refused (0A000).
 # (d) workflows.executor_status() says how many executors run.  On a
 #     server without a free worker process, CREATE EXTENSION warns, the
 #     status names the problem, and the log names the database, once (not
@@ -141,9 +149,47 @@ ok(wait_executors('app2', 2), 'the executors are back after SET TABLESPACE');
 run_instance('app2', 'after-move', 'move');
 
 # a command that fails after the executors were stopped gives them back
+# (RENAME to a taken name is not one: it is refused before anything stops)
+$pids = executor_pids('app2');
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'ALTER DATABASE app2 RENAME TO copy');
 like($stderr, qr/already exists/, 'RENAME to a taken name fails');
+is(executor_pids('app2'), $pids, 'before the executors were stopped (same pids)');
+($ret, $stdout, $stderr) =
+  $node->psql('postgres', "BEGIN;\nALTER DATABASE app2 SET TABLESPACE pg_default;");
+like($stderr, qr/cannot run inside a transaction block/,
+	'SET TABLESPACE in a transaction block fails after the executors were stopped');
 ok(wait_executors('app2', 2), 'two executors in app2 after it');
+my $after_failed = executor_pids('app2');
+ok(!grep({ index(",$pids,", ",$_,") >= 0 } split(/,/, $after_failed)),
+	"they are new ones: the command had stopped them ($pids, then $after_failed)");
+run_instance('app2', 'after-failed-move', 'failed move');
+($ret, $stdout, $stderr) =
+  $node->psql('postgres', "BEGIN;\nALTER DATABASE app2 RENAME TO app3;\nROLLBACK;");
+is($ret, 0, 'RENAME in a transaction that is rolled back') or diag $stderr;
+ok(wait_executors('app2', 2), 'two executors in app2 after the rollback');
+my $after_rollback = executor_pids('app2');
+ok(!grep({ index(",$after_failed,", ",$_,") >= 0 } split(/,/, $after_rollback)),
+	"new ones again ($after_failed, then $after_rollback)");
+run_instance('app2', 'after-rollback', 'rolled back rename');
+
+# an owner's DROP DATABASE that fails after the executors were stopped,
+# while a step runs: an orderly stop, not a crash
+$node->safe_psql('app2', q{SELECT workflows.create('nap', '{"secs": 4}', 'cut-short')});
+$node->poll_query_until('app2',
+	"SELECT count(*) FROM workflows.executors WHERE instance = 'cut-short' AND step IS NOT NULL", '1')
+  or die 'the step did not start';
+($ret, $stdout, $stderr) = $node->psql('postgres', "BEGIN;\nDROP DATABASE app2;");
+like($stderr, qr/DROP DATABASE cannot run inside a transaction block/,
+	"the owner's DROP DATABASE fails after the executors were stopped");
+ok(wait_executors('app2', 2), 'the executors of app2 are back');
+is( $node->safe_psql('app2', "SELECT workflows.wait('cut-short', '30 s')->>'status'"),
+	'complete', 'the instance whose step was cut short completes');
+is( $node->safe_psql('app2',
+		"SELECT string_agg(coalesce(error->>'sqlstate', 'ok'), ',' ORDER BY attempt) FROM workflows.attempts WHERE instance_id = 'cut-short'"),
+	'57P01,ok', 'the interrupted attempt is recorded as a shutdown (57P01), then the step ran again');
+is( $node->safe_psql('app2',
+		"SELECT interrupted || '/' || status FROM workflows.steps WHERE instance_id = 'cut-short'"),
+	'1/complete', 'counted as interrupted, not toward quarantine (no WF008)');
 
 # and the owner can drop it: the executors leave, nothing comes back
 ($ret, $stdout, $stderr) = $node->psql('postgres', 'DROP DATABASE copy');
@@ -161,6 +207,34 @@ is($node->safe_psql('app2', "SELECT count(*) FROM workflows.instances WHERE id =
 	'0', 'and the instance was not created');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '0',
 	'nothing was prepared');
+$node->safe_psql(
+	'app2', q{
+CREATE FUNCTION listen(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN workflows.wait_for_event('go', 'go', '1 hour');
+END
+$$;
+SELECT workflows.register('listen', 'listen(jsonb)');
+SELECT workflows.create('listen', '{}', 'listener');
+});
+$node->poll_query_until('app2', "SELECT status FROM workflows.instances WHERE id = 'listener'",
+	'waiting')
+  or die 'the listener does not wait';
+($ret, $stdout, $stderr) = $node->psql('app2',
+	"\\set VERBOSITY verbose\nBEGIN; SELECT workflows.send_event('listener', 'go'); PREPARE TRANSACTION 'p2';");
+like($stderr, qr/ERROR:  0A000: cannot PREPARE a transaction that created, resumed or signalled/,
+	'PREPARE TRANSACTION after send_event() is refused with 0A000');
+is($node->safe_psql('app2', "SELECT count(*) FROM workflows.events WHERE instance_id = 'listener'"),
+	'0', 'and the event was not sent');
+($ret, $stdout, $stderr) = $node->psql('app2',
+	"\\set VERBOSITY verbose\nBEGIN; SELECT workflows.pause('listener'); PREPARE TRANSACTION 'p3';");
+like($stderr, qr/ERROR:  0A000: cannot PREPARE a transaction that created, resumed or signalled/,
+	'PREPARE TRANSACTION after a control command (pause) is refused with 0A000');
+is($node->safe_psql('app2', "SELECT status FROM workflows.instances WHERE id = 'listener'"),
+	'waiting', 'and the instance was not paused');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM pg_prepared_xacts'), '0',
+	'nothing was prepared');
+$node->safe_psql('app2', "SELECT workflows.terminate('listener')");
 
 # ---------------------------------------------------------------------------
 # (d) executor_status(); no free worker process

@@ -5,7 +5,10 @@
 # executor (whose successor would claim the same instance first again,
 # forever): the instance is retried a few times, then parked as errored
 # with WF009, the executors keep their processes, and every other instance
-# keeps running.  A workflow whose function was dropped fails with a clear
+# keeps running.  The failures are counted per instance, not per
+# executor: with the executors restarted after two failures, the third
+# parks it (a count kept by each executor started again from zero in the
+# new ones, and with N executors allowed up to 3 x N failures).  A workflow whose function was dropped fails with a clear
 # error, not "cache lookup failed".  And an executor's memory for step
 # outputs is bounded (workflows.memo_cache_size) without changing results.
 
@@ -15,6 +18,7 @@ use warnings;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time sleep);
 
 my $node = PostgreSQL::Test::Cluster->new('engine_errors');
 $node->init;
@@ -85,6 +89,42 @@ $node->poll_query_until('postgres',
 	q{SELECT status = 'complete' FROM workflows.instances WHERE id = 'boom-1'})
   or die 'the restarted instance did not complete';
 pass('after the cause is fixed, restart() completes it');
+
+# failures counted per instance: the executors are restarted between the
+# second and the third
+$node->safe_psql('postgres',
+	q{ALTER TABLE workflows.steps ADD CONSTRAINT sabotage2 CHECK (key <> 'boom2') NOT VALID});
+my $log_offset = -s $node->logfile;
+my $failed_ticks = sub {
+	my $n = () = slurp_file($node->logfile, $log_offset) =~
+	  /could not advance instance "boom-2"/g;
+	return $n;
+};
+$node->safe_psql('postgres',
+	q{SELECT workflows.create('named', '{"step": "boom2"}', 'boom-2')});
+my $t0 = time;
+sleep 0.1 while $failed_ticks->() < 2 && time - $t0 < 60;
+is($failed_ticks->(), 2, 'boom-2: two failed ticks');
+$node->safe_psql('postgres',
+	q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE backend_type = 'workflows executor'});
+$node->poll_query_until('postgres',
+	q{SELECT status = 'errored' FROM workflows.instances WHERE id = 'boom-2'})
+  or die 'boom-2 was not parked';
+like(
+	$node->safe_psql('postgres',
+		q{SELECT error->>'sqlstate' || ' ' || (error->>'message') FROM workflows.instances WHERE id = 'boom-2'}),
+	qr/^WF009 the instance could not be advanced 3 times: .*sabotage2/,
+	'parked with WF009 after three failures in all');
+# (a tick that fails lets go of the instance before its failure is counted,
+# so another executor may fail it once more meanwhile; with a count per
+# executor, the new executors would have needed three failures more)
+ok($failed_ticks->() <= 4,
+	sprintf('parked without the new executors starting a count of their own (%d failed ticks)',
+		$failed_ticks->()));
+is( $node->safe_psql('postgres',
+		q{SELECT failures FROM workflows.tick_failures WHERE instance_id = 'boom-2'}),
+	'3', 'workflows.tick_failures counted them');
+$node->safe_psql('postgres', q{ALTER TABLE workflows.steps DROP CONSTRAINT sabotage2});
 
 # a dropped workflow function
 $node->safe_psql(

@@ -164,7 +164,7 @@ sub executor_pids
 {
 	my ($s) = @_;
 	my $out = sq($s,
-		"SELECT pid FROM pg_stat_activity WHERE application_name = 'workflows executor' ORDER BY pid"
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'workflows executor' ORDER BY pid"
 	);
 	return split /\n/, $out;
 }
@@ -260,7 +260,7 @@ sub victim
 	my $out = sq(
 		$s, q{
 SELECT pid FROM pg_stat_activity
- WHERE application_name = 'workflows executor'
+ WHERE backend_type = 'workflows executor'
  ORDER BY (wait_event = 'PgSleep') DESC, random() LIMIT 1});
 	return $out;
 }
@@ -288,17 +288,18 @@ sub fault_exec_kill
 	return wait_ready($s, undef, "SIGKILL of executor $pid");
 }
 
-# a cancel of an executor inside a step's nap (tried a few times), else of
-# any executor (then it may find it between steps: nothing to cancel)
+# a cancel of an executor inside a step's nap (tried for up to 5 s), else
+# of any executor (then it may find it between steps: nothing to cancel).
+# Executors are found by backend_type: a step may change application_name.
 sub fault_cancel
 {
 	my ($s) = @_;
-	for my $try (1 .. 5)
+	for my $try (1 .. 25)
 	{
 		my $n = sq(
 			$s, q{
 SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
- WHERE application_name = 'workflows executor' AND wait_event = 'PgSleep'});
+ WHERE backend_type = 'workflows executor' AND wait_event = 'PgSleep'});
 		if ($n > 0)
 		{
 			$s->{cancels_hit} += $n;
@@ -307,7 +308,7 @@ SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
 		sleep 0.2;
 	}
 	sq($s,
-		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'workflows executor' ORDER BY random() LIMIT 1"
+		"SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE backend_type = 'workflows executor' ORDER BY random() LIMIT 1"
 	);
 	return 0;
 }
@@ -527,7 +528,7 @@ sub check_unclaimed
 SELECT count(*) FILTER (WHERE i.wake_at < now() - interval '$LATE_BOUND seconds'),
        coalesce(round(extract(epoch FROM now() - min(i.wake_at))::numeric, 2), 0),
        (SELECT count(*) FROM pg_stat_activity
-         WHERE application_name = 'workflows executor' AND state = 'idle'
+         WHERE backend_type = 'workflows executor' AND state = 'idle'
            AND state_change < now() - interval '2 seconds'),
        (SELECT count(*) FROM workflows.instances
          WHERE status NOT IN ('complete', 'errored', 'terminated'))
