@@ -4,6 +4,7 @@
 #   bash bench/flow.sh               (uses the extension installed for
 #                                     PG_CONFIG: run `make install` first)
 #   FLOW_SCALE=0.01 bash bench/flow.sh   a tiny run that proves the script works
+#   FLOW_ONLY=throughput bash bench/flow.sh   F1-F3 only
 #
 # On a throwaway server (loopback only, removed on exit), 4 executors:
 #
@@ -106,6 +107,8 @@ say "flow control benchmark (scale $SCALE; 4 executors)"
 throughput f1_none none
 throughput f2_unbound '{"concurrency": {"limit": 100000}}'
 throughput f3_binding '{"concurrency": {"limit": 2}}'
+# FLOW_ONLY=throughput: F1-F3 only (to repeat them without F5's long parking)
+[[ ${FLOW_ONLY:-} == throughput ]] && exit 0
 
 # F4: fairness
 q "SELECT workflows.register('f4', 'ten(jsonb)')" >/dev/null
