@@ -82,6 +82,7 @@
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "catalog/pg_proc.h"
+#include "access/detoast.h"
 #include "access/htup_details.h"
 #include "utils/json.h"
 #include "utils/guc.h"
@@ -533,7 +534,16 @@ load_memos(const char *id)
 		memo->status = status[0] == 'r' ? 'r' : status[0] == 'w' ? 'w' :
 			strcmp(status, "complete") == 0 ? 'c' : strcmp(status, "calling") == 0 ? 'o' : 'f';
 		d = wf_get_datum(i, 4, &isnull);
-		memo->output = isnull ? NULL : wf_replay_keep_output(DatumGetJsonbP(d));
+		memo->output = NULL;
+		/* by its detoasted size: the query's budget counts stored sizes */
+		if (!isnull && wf_replay_output_fits(toast_raw_datum_size(d)))
+		{
+			Jsonb	   *output = DatumGetJsonbP(d);
+
+			memo->output = wf_replay_keep_output(output);
+			if ((Pointer) output != DatumGetPointer(d))
+				pfree(output);
+		}
 		memo->stored_output = DatumGetBool(wf_get_datum(i, 12, &isnull));
 		old = MemoryContextSwitchTo(wf_replay_cxt());
 		memo->error = wf_get_jsonb(i, 5);

@@ -161,6 +161,17 @@ wf_replay_keep_output(Jsonb *output)
 }
 
 /*
+ * Would an output of "size" bytes (detoasted, header included) still fit
+ * in the cache?  Asked before detoasting one: a compressed output can be
+ * many times its stored size.
+ */
+bool
+wf_replay_output_fits(Size size)
+{
+	return R.output_bytes + size <= (Size) wf_memo_cache_kb * 1024;
+}
+
+/*
  * Find (or, with create, add) the memo of a step.  Outputs and errors the
  * caller stores in a memo must be allocated in wf_replay_cxt(), which lives
  * as long as the cache.

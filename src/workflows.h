@@ -467,6 +467,7 @@ extern int	wf_replay_memo_count(void);
 extern void wf_replay_note_stray(void);
 extern MemoryContext wf_replay_cxt(void);
 extern Jsonb *wf_replay_keep_output(Jsonb *output);
+extern bool wf_replay_output_fits(Size size);
 extern WfRunResult wf_replay_run(Oid fn, Oid owner, Jsonb *event,
 								 WfInlineStepFn inline_step,
 								 Jsonb **output, ErrorData **error);

@@ -296,6 +296,14 @@ sub fault_cancel
 	my ($s) = @_;
 	for my $try (1 .. 25)
 	{
+		# the driver creates nothing while it tries: start a napping
+		# instance of the plan now and then, so that one is inside a step
+		if ($try % 5 == 1)
+		{
+			my ($next) = grep { !$s->{created}{ $_->{id} } && $_->{params}{nap} }
+			  @{ $s->{inst} };
+			create_list($s, [$next]) if $next;
+		}
 		my $n = sq(
 			$s, q{
 SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity
@@ -402,6 +410,15 @@ sub create_some
 	my ($s, $n) = @_;
 	my @todo = grep { !$s->{created}{ $_->{id} } } @{ $s->{inst} };
 	@todo = @todo[ 0 .. min($n, scalar @todo) - 1 ];
+	create_list($s, \@todo);
+	return;
+}
+
+# create these instances of the plan
+sub create_list
+{
+	my ($s, $list) = @_;
+	my @todo = @$list;
 	return unless @todo;
 	my $json = encode_json(
 		[ map { { id => $_->{id}, params => $_->{params} } } @todo ]);
