@@ -77,7 +77,9 @@ static WfQuery q_drop_secrets = {
  * and DROP OWNED drops them with the role's other functions.
  */
 static WfQuery q_pinned_of = {
-	"SELECT p.oid::regprocedure::text FROM pg_catalog.pg_proc p "
+	"SELECT 'workflows_code.' || pg_catalog.quote_ident(p.proname) || '(' || "
+	"       pg_catalog.pg_get_function_identity_arguments(p.oid) || ')' "
+	"FROM pg_catalog.pg_proc p "
 	"JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass "
 	"  AND d.objid = p.oid AND d.deptype = 'e' "
 	"  AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'workflows') "
@@ -303,7 +305,7 @@ release_pinned(DropOwnedStmt *stmt)
 	}
 	foreach(lc, fns)
 	{
-		/* a regprocedure's text is schema-qualified and quoted */
+		/* schema-qualified and quoted, whatever the session's search_path */
 		if (SPI_execute(psprintf("ALTER EXTENSION workflows DROP FUNCTION %s",
 								 (char *) lfirst(lc)), false, 0) != SPI_OK_UTILITY)
 			elog(ERROR, "could not release pinned copy %s", (char *) lfirst(lc));
