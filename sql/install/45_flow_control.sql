@@ -23,7 +23,9 @@
  * commits at once; far from the limit, an executor takes a slot under its
  * shared side in the transaction that runs the instance
  * (_flow_acquire_fast()).  Counts of holders are exact under any number of
- * executors and sessions (src/README.md, "Flow control").  Creating
+ * executors and sessions (src/README.md, "Flow control").  Lock order,
+ * everywhere: a member's row (FOR UPDATE) before its workflow's lock; the
+ * rows of other members are taken SKIP LOCKED under the lock.  Creating
  * an instance takes no slot and no throttle budget: the executor that first
  * claims it does (a rolled-back create never reaches an executor).
  */
