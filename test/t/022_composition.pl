@@ -27,6 +27,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
+use Time::HiRes qw(usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('composition');
 $node->init;
@@ -92,18 +93,20 @@ $node->safe_psql('postgres',
 sub crash_in
 {
 	my ($phase) = @_;
-	$node->poll_query_until(
-		'postgres', q{
-SELECT count(*) > 0 FROM pg_stat_activity
- WHERE backend_type = 'workflows executor' AND wait_event = 'PgSleep'
-}, 't')
-	  or die "no executor blocked in the spawn of phase $phase";
-	my $victim = $node->safe_psql(
-		'postgres', q{
+	# an executor in the gate alternates between pg_sleep() and its
+	# check: find it and take its pid in one query
+	my $victim = '';
+	for (my $i = 0; $i < 1500 && $victim eq ''; $i++)
+	{
+		$victim = $node->safe_psql(
+			'postgres', q{
 SELECT pid FROM pg_stat_activity
  WHERE backend_type = 'workflows executor' AND wait_event = 'PgSleep'
  ORDER BY pid LIMIT 1
 });
+		usleep(20_000) if $victim eq '';
+	}
+	die "no executor blocked in the spawn of phase $phase" if $victim eq '';
 	my $offset = -s $node->logfile;
 	ok(kill('KILL', $victim), "phase $phase: SIGKILL to executor $victim inside a spawn");
 	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
