@@ -184,6 +184,22 @@ SELECT * FROM workflows.create_batch('fc', '[{"id": "fcb-3", "options": {"delay"
 SELECT id, status, wake_at > now() + interval '59 minutes' AS later FROM workflows.instances WHERE id IN ('fcb-1', 'fcb-2') ORDER BY id;
 SELECT workflows.terminate(id) FROM workflows.instances WHERE id LIKE 'fcb-%' ORDER BY id;
 
+-- create_batch without options: every instance a member at once, its
+-- priority from params; with a singleton, admitted one by one (the second
+-- of a key collapses into the first)
+SELECT workflows.set_flow_control('fc', '{"concurrency": {"limit": 1}, "priority": {"key": "$.prio", "default": 3}}');
+SELECT * FROM workflows.create_batch('fc', '[{"id": "fcp-1", "params": {"prio": 7}}, {"id": "fcp-2"}]');
+SELECT instance_id, priority, state IN ('ready', 'holds', 'held') AS member
+  FROM workflows.flow_members WHERE instance_id LIKE 'fcp-%' ORDER BY 1;
+SELECT workflows.set_flow_control('fc', '{"singleton": {"key": "$.customer"}}');
+SELECT * FROM workflows.create_batch('fc', '[{"id": "fcs-1", "params": {"customer": "a"}}, {"id": "fcs-2", "params": {"customer": "a"}}, {"id": "fcs-3", "params": {"customer": "b"}}]');
+SELECT id FROM workflows.instances WHERE id LIKE 'fcs-%' ORDER BY id;
+SELECT wait_until($$SELECT count(*) = 4 FROM workflows.instances
+                     WHERE (id LIKE 'fcp-%' OR id LIKE 'fcs-%') AND status = 'waiting'$$);
+SELECT workflows.terminate(id) FROM workflows.instances
+ WHERE id LIKE 'fcp-%' OR id LIKE 'fcs-%' ORDER BY id;
+SELECT workflows.set_flow_control('fc', NULL);
+
 -- step-level limits: bad step configs name the key
 CREATE FUNCTION fc_stepcfg(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN

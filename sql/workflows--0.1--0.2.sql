@@ -955,8 +955,9 @@ COMMENT ON FUNCTION workflows.create(text, jsonb, text, jsonb, jsonb) IS
  * lock of that workflow (_flow_lock()), in short transactions the executor
  * commits at once; far from the limit, an executor takes a slot under its
  * shared side in the transaction that runs the instance
- * (_flow_acquire_fast()).  Counts of holders are exact under any number of
- * executors and sessions (src/README.md, "Flow control").  Creating
+ * (wf_flow_acquire_fast(), src/flow.c).  Counts of holders are exact
+ * under any number of executors and sessions (src/README.md, "Flow
+ * control").  Creating
  * an instance takes no slot and no throttle budget: the executor that first
  * claims it does (a rolled-back create never reaches an executor).
  */
@@ -983,7 +984,9 @@ CREATE TABLE workflows.flow_members (
     seq           bigint GENERATED ALWAYS AS IDENTITY
 );
 CREATE INDEX flow_members_holding_1 ON workflows.flow_members (workflow, (keys[1])) WHERE state = 'holds';
-CREATE INDEX flow_members_holding_2 ON workflows.flow_members (workflow, (keys[2])) WHERE state = 'holds';
+-- (a second entry's key: members of one-entry configs are not in it)
+CREATE INDEX flow_members_holding_2 ON workflows.flow_members (workflow, (keys[2]))
+    WHERE state = 'holds' AND keys[2] IS NOT NULL;
 -- the queue of each entry and key: highest priority first, then oldest
 CREATE INDEX flow_members_held ON workflows.flow_members
     (workflow, held_on, held_key, priority DESC, seq) WHERE state = 'held';
@@ -1017,26 +1020,37 @@ GRANT SELECT ON workflows.flow_members TO PUBLIC;
  */
 CREATE FUNCTION workflows._flow_key(params jsonb, path text)
     RETURNS text
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-SELECT CASE WHEN path IS NULL THEN ''
-            ELSE COALESCE((SELECT CASE WHEN pg_catalog.jsonb_typeof(v) = 'string' THEN v #>> '{}'
-                                       ELSE v::text END
-                             FROM pg_catalog.jsonb_path_query_first(params, path::jsonpath, '{}', true) v), '')
-       END
+DECLARE
+    v jsonb;
+BEGIN
+    -- PL/pgSQL, not SQL: a SQL function with a pinned search_path is
+    -- planned again at every call; this one's expressions are kept
+    IF path IS NULL THEN
+        RETURN '';
+    END IF;
+    v := pg_catalog.jsonb_path_query_first(params, path::jsonpath, '{}', true);
+    RETURN CASE WHEN v IS NULL THEN ''
+                WHEN pg_catalog.jsonb_typeof(v) = 'string' THEN v #>> '{}'
+                ELSE v::text END;
+END
 $$;
 REVOKE ALL ON FUNCTION workflows._flow_key(jsonb, text) FROM PUBLIC;
 
 -- the concurrency entries of a config, always as an array
 CREATE FUNCTION workflows._flow_entries(config jsonb)
     RETURNS jsonb
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
     SET search_path = pg_catalog, pg_temp
     AS $$
-SELECT CASE WHEN config->'concurrency' IS NULL THEN '[]'::jsonb
-            WHEN pg_catalog.jsonb_typeof(config->'concurrency') = 'array' THEN config->'concurrency'
-            ELSE pg_catalog.jsonb_build_array(config->'concurrency') END
+BEGIN
+    -- PL/pgSQL for the reason _flow_key() is
+    RETURN CASE WHEN config->'concurrency' IS NULL THEN '[]'::jsonb
+                WHEN pg_catalog.jsonb_typeof(config->'concurrency') = 'array' THEN config->'concurrency'
+                ELSE pg_catalog.jsonb_build_array(config->'concurrency') END;
+END
 $$;
 GRANT EXECUTE ON FUNCTION workflows._flow_entries(jsonb) TO PUBLIC;
 
@@ -1227,8 +1241,8 @@ REVOKE ALL ON FUNCTION workflows._flow_lock(text) FROM PUBLIC;
 
 /*
  * The shared side of the same lock: taken by an executor that takes a slot
- * far from the limit (_flow_acquire_fast()) and keeps running the instance
- * in the same transaction.  Whoever counts exactly (the exclusive side)
+ * far from the limit (wf_flow_acquire_fast() in src/flow.c) and keeps
+ * running the instance in the same transaction.  Whoever counts exactly (the exclusive side)
  * waits until those transactions end, so it sees every slot they took.
  */
 CREATE FUNCTION workflows._flow_lock_shared(workflow text)
@@ -1341,77 +1355,6 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION workflows._flow_take(workflows.flow_members, jsonb, jsonb) FROM PUBLIC;
-
-/*
- * The fast path of taking a slot (src/flow.c), in the executor's running
- * transaction: when every concurrency entry of the instance's keys is far
- * enough from its limit that even the slots other executors may have taken
- * in transactions not yet committed (slack: at most one batch of instances
- * per executor) cannot reach it, and nobody of the key is held back, the
- * slot is taken under the shared lock and the instance runs at once.
- * Returns 'took'; or 'no' (nothing taken, no lock held): the executor takes
- * the exact path (_flow_acquire()); or 'no-locked' (the shared lock is held
- * until this transaction ends, which must therefore commit before the
- * exact path takes the lock exclusively).
- */
-CREATE FUNCTION workflows._flow_acquire_fast(instance text, slack integer)
-    RETURNS text
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, workflows, pg_temp
-    AS $$
-DECLARE
-    m workflows.flow_members;
-    config jsonb;
-    params jsonb;
-    e jsonb;
-    n integer;
-    ks text[] := '{}';
-    lims bigint[] := '{}';
-    running bigint;
-    locked boolean := false;
-BEGIN
-    SELECT * INTO m FROM workflows.flow_members f WHERE f.instance_id = instance FOR UPDATE;
-    IF NOT FOUND OR m.state = 'holds' THEN
-        RETURN 'took';
-    END IF;
-    SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = m.workflow;
-    IF config IS NULL OR (config ? 'throttle' AND m.throttled_at IS NULL) THEN
-        RETURN 'no';
-    END IF;
-    SELECT i.params INTO params FROM workflows.instances i WHERE i.id = instance;
-    FOR e IN SELECT x FROM pg_catalog.jsonb_array_elements(workflows._flow_entries(config)) x LOOP
-        ks := ks || workflows._flow_key(params, e->>'key');
-        lims := lims || (e->>'limit')::bigint;
-    END LOOP;
-    -- look first without the lock (near the limit, nothing is taken), then
-    -- again under it (what an exclusive holder committed meanwhile counts)
-    LOOP
-        FOR n IN 1 .. cardinality(ks) LOOP
-            -- every holder, also one whose instance stopped running and
-            -- has not handed its slot on yet (an overcount only sends the
-            -- instance to the exact path, which leaves those out)
-            SELECT count(*) INTO running FROM workflows.flow_members f
-             WHERE f.workflow = m.workflow AND f.state = 'holds' AND f.keys[n] = ks[n];
-            IF running + slack >= lims[n] OR EXISTS (
-                   SELECT 1 FROM workflows.flow_members f
-                    WHERE f.workflow = m.workflow AND f.state = 'held' AND f.held_on = n
-                      AND f.held_key = ks[n]) THEN
-                RETURN CASE WHEN locked THEN 'no-locked' ELSE 'no' END;
-            END IF;
-        END LOOP;
-        EXIT WHEN locked;
-        -- _flow_lock_shared(), without a function call's cost
-        PERFORM pg_catalog.pg_advisory_xact_lock_shared(1464232014, pg_catalog.hashtext(m.workflow));
-        locked := true;
-    END LOOP;
-    UPDATE workflows.flow_members f
-       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
-           debouncing = false
-     WHERE f.instance_id = instance;
-    RETURN 'took';
-END
-$$;
-REVOKE ALL ON FUNCTION workflows._flow_acquire_fast(text, integer) FROM PUBLIC;
 
 /*
  * The executor's hook before an instance with flow control runs while it
@@ -1726,16 +1669,7 @@ BEGIN
     END IF;
 
     IF prio IS NULL THEN
-        prio := CASE WHEN pg_catalog.jsonb_typeof(config->'priority') = 'number'
-                     THEN (config->>'priority')::integer
-                     WHEN config ? 'priority' THEN
-                         COALESCE((SELECT CASE WHEN pg_catalog.jsonb_typeof(v) = 'number'
-                                                    AND (v::text)::numeric BETWEEN -1000000 AND 1000000
-                                               THEN (v::text)::numeric::integer END
-                                     FROM pg_catalog.jsonb_path_query_first(i.params,
-                                              (config->'priority'->>'key')::jsonpath, '{}', true) v),
-                                  (config->'priority'->>'default')::integer, 0)
-                     ELSE 0 END;
+        prio := workflows._flow_priority(config, i.params);
     END IF;
     INSERT INTO workflows.flow_members (instance_id, workflow, priority)
     VALUES (instance, i.workflow, prio);
@@ -2588,3 +2522,112 @@ CREATE POLICY tick_failures_visible ON workflows.tick_failures FOR SELECT
     USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
 REVOKE ALL ON workflows.tick_failures FROM PUBLIC;
 GRANT SELECT ON workflows.tick_failures TO PUBLIC;
+
+CREATE FUNCTION workflows._flow_release_now(instance text, new_status text)
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    wf text;
+BEGIN
+    SELECT f.workflow INTO wf FROM workflows.flow_members f
+     WHERE f.instance_id = instance AND f.state = 'holds'
+       FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        -- holds nothing (nothing to do), or its row is busy: after the commit
+        RETURN NOT EXISTS (SELECT 1 FROM workflows.flow_members f
+                            WHERE f.instance_id = instance AND f.state = 'holds');
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock_shared(1464232014, pg_catalog.hashtext(wf))
+       OR EXISTS (SELECT 1 FROM workflows.flow_members f
+                   WHERE f.workflow = wf AND f.state = 'held') THEN
+        RETURN false;
+    END IF;
+    UPDATE workflows.flow_members f
+       SET state = CASE WHEN new_status IN ('complete', 'errored', 'terminated') THEN 'done' ELSE 'ready' END
+     WHERE f.instance_id = instance;
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_release_now(text, text) FROM PUBLIC;
+
+CREATE FUNCTION workflows._flow_priority(config jsonb, params jsonb)
+    RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+    AS $$
+DECLARE
+    v jsonb;
+BEGIN
+    IF pg_catalog.jsonb_typeof(config->'priority') = 'number' THEN
+        RETURN (config->>'priority')::integer;
+    ELSIF NOT config ? 'priority' THEN
+        RETURN 0;
+    END IF;
+    v := pg_catalog.jsonb_path_query_first(params, (config->'priority'->>'key')::jsonpath, '{}', true);
+    IF pg_catalog.jsonb_typeof(v) = 'number' AND (v::text)::numeric BETWEEN -1000000 AND 1000000 THEN
+        RETURN (v::text)::numeric::integer;
+    END IF;
+    RETURN COALESCE((config->'priority'->>'default')::integer, 0);
+END
+$$;
+
+CREATE FUNCTION workflows._flow_admit_all(workflow text, ids text[])
+    RETURNS boolean
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    config jsonb;
+BEGIN
+    SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = _flow_admit_all.workflow;
+    IF config IS NULL OR config ? 'singleton' OR config ? 'debounce' THEN
+        RETURN false;
+    END IF;
+    INSERT INTO workflows.flow_members (instance_id, workflow, priority)
+    SELECT i.id, i.workflow, workflows._flow_priority(config, i.params)
+      FROM workflows.instances i
+     WHERE i.id = ANY (ids) AND i.workflow = _flow_admit_all.workflow;
+    RETURN true;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_priority(jsonb, jsonb) FROM PUBLIC;
+REVOKE ALL ON FUNCTION workflows._flow_admit_all(text, text[]) FROM PUBLIC;
+
+CREATE FUNCTION workflows._flow_settle(instance text, new_status text)
+    RETURNS void
+    LANGUAGE plpgsql VOLATILE
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+DECLARE
+    config jsonb;
+    params jsonb;
+    c jsonb;
+    ks text[] := '{}';
+BEGIN
+    IF new_status = 'running' THEN
+        SELECT w.flow_control, i.params INTO config, params
+          FROM workflows.flow_members f
+          JOIN workflows.instances i ON i.id = f.instance_id
+          LEFT JOIN workflows.workflows w ON w.name = f.workflow
+         WHERE f.instance_id = instance;
+        c := workflows._flow_entries(config);
+        FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
+            ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
+        END LOOP;
+        UPDATE workflows.flow_members f
+           SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
+               debouncing = false
+         WHERE f.instance_id = instance;
+    ELSIF new_status IN ('complete', 'errored', 'terminated') THEN
+        UPDATE workflows.flow_members f SET state = 'done', debouncing = false
+         WHERE f.instance_id = instance;
+    ELSE
+        -- it started: later creates no longer collapse into it
+        UPDATE workflows.flow_members f SET debouncing = false
+         WHERE f.instance_id = instance AND f.debouncing;
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._flow_settle(text, text) FROM PUBLIC;

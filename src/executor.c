@@ -97,7 +97,8 @@
 
 #define INSTANCE_COLUMNS \
 	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
-	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id, f.state " \
+	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id, f.state, " \
+	"  i.parent IS NOT NULL " \
 	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
 	"LEFT JOIN workflows.requests r ON r.instance_id = i.id " \
 	"LEFT JOIN workflows.flow_members f ON f.instance_id = i.id "
@@ -1648,6 +1649,7 @@ tick(bool *claimed)
 	bool		final;
 	bool		use_pending;
 	char	   *flow;			/* flow control: its member state, or NULL */
+	bool		child;			/* it has a parent (composition) */
 	bool		flow_commit = false;	/* a step of a shared resource: commit at once */
 	WfFastSlot	fast = WF_FAST_NO;
 
@@ -1705,6 +1707,7 @@ tick(bool *claimed)
 	code = wf_get_text(0, 11);
 	version = wf_get_text(0, 12);
 	flow = wf_get_text(0, 13);
+	child = DatumGetBool(wf_get_datum(0, 14, &isnull));
 	event = make_event(id, wf_get_jsonb(0, 4),
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
 
@@ -1736,7 +1739,8 @@ tick(bool *claimed)
 	 * workflow's bookkeeping lock is held only that long.
 	 */
 	if (flow != NULL && strcmp(flow, "holds") != 0 &&
-		(strcmp(flow_exact, id) == 0 || (fast = wf_flow_acquire_fast(id)) != WF_FAST_TOOK))
+		(strcmp(flow_exact, id) == 0 ||
+		 ((fast = wf_flow_acquire_fast(id)) != WF_FAST_TOOK && fast != WF_FAST_TOOK_LATER)))
 	{
 		bool		may_run;
 
@@ -2094,7 +2098,9 @@ tick(bool *claimed)
 	/* (terminations notify in workflows._apply()) */
 	if (strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0)
 	{
-		wf_compose_finished(id);
+		/* a child tells its parent (a parent is set at creation, for good) */
+		if (child)
+			wf_compose_finished(id);
 		if (wf_notify)
 			notify_final(id, out.status);
 		ereport(wf_log_level >= WF_LOG_ALL ? LOG : DEBUG1,
@@ -2102,11 +2108,17 @@ tick(bool *claimed)
 	}
 	final = !is_runnable_status(out.status);
 	/*
-	 * Flow control (flow.c): not running any more, its slots go to the
-	 * next, in a transaction of their own after this one commits.
+	 * Flow control (flow.c): slots taken on the fast path in this tick are
+	 * written down now, once (held, done, or never held if it waits).  An
+	 * instance that held them before and is not running any more stops
+	 * holding them: here, if nobody is held back for them; otherwise they
+	 * go to the next in a transaction of their own after this commits.
 	 */
-	if (flow != NULL && strcmp(out.status, "running") != 0 &&
-		batch.nreleases < WF_BATCH_INSTANCES + 1)
+	if (fast == WF_FAST_TOOK_LATER)
+		wf_flow_settle(id, out.status);
+	else if (flow != NULL && strcmp(out.status, "running") != 0 &&
+			 !wf_flow_release_now(id, out.status) &&
+			 batch.nreleases < WF_BATCH_INSTANCES + 1)
 	{
 		strlcpy(batch.releases[batch.nreleases].id, id, WF_MAX_ID_LEN + 1);
 		batch.releases[batch.nreleases].revision = cur.revision;

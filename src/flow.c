@@ -14,9 +14,10 @@
  *	  wf_flow_acquire() takes its slots (or delays or holds it back), and
  *	  the executor commits at once;
  *	- a tick leaves such an instance sleeping, waiting, paused or final:
- *	  wf_flow_release() frees its slots and hands them to the instances
- *	  held back for them, in the same transaction (the executor commits at
- *	  once and wakes the others at commit);
+ *	  wf_flow_release_now() marks it in the tick's transaction when nobody
+ *	  is held back for its slots; otherwise wf_flow_release_after() hands
+ *	  them on in a transaction of its own after the tick's commit (and
+ *	  wf_flow_release(), for a command, in the command's transaction);
  *	- workflows.set_flow_control(), the SQL-callable entry point, checks the
  *	  caller and runs _flow_set() as the extension's owner.
  *
@@ -31,8 +32,10 @@
  */
 #include "workflows.h"
 
+#include "catalog/pg_collation.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 
@@ -45,6 +48,11 @@ PG_FUNCTION_INFO_V1(wf_flow_wake_at_commit);
 static WfQuery q_flow_admit = {
 	"SELECT workflows._flow_admit($1, $2, $3)",
 	3, {TEXTOID, JSONBOID, OIDOID}, NULL
+};
+
+static WfQuery q_flow_admit_all = {
+	"SELECT workflows._flow_admit_all($1, $2)",
+	2, {TEXTOID, TEXTARRAYOID}, NULL
 };
 
 static WfQuery q_flow_acquire = {
@@ -62,9 +70,66 @@ static WfQuery q_flow_release_after = {
 	3, {TEXTOID, INT8OID, BOOLOID}, NULL
 };
 
-static WfQuery q_flow_acquire_fast = {
-	"SELECT workflows._flow_acquire_fast($1, $2)",
-	2, {TEXTOID, INT4OID}, NULL
+static WfQuery q_flow_settle = {
+	"SELECT workflows._flow_settle($1, $2)",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+static WfQuery q_flow_release_now = {
+	"SELECT workflows._flow_release_now($1, $2)",
+	2, {TEXTOID, TEXTOID}, NULL
+};
+
+/* the fast path's statements (wf_flow_acquire_fast()) */
+static WfQuery q_fast_member = {
+	"SELECT f.workflow, f.state, f.throttled_at IS NOT NULL, w.flow_control, i.params, "
+	"       EXISTS (SELECT 1 FROM workflows.flow_members h "
+	"                WHERE h.workflow = f.workflow AND h.state = 'held') "
+	"FROM workflows.flow_members f JOIN workflows.instances i ON i.id = f.instance_id "
+	"LEFT JOIN workflows.workflows w ON w.name = f.workflow "
+	"WHERE f.instance_id = $1 FOR UPDATE OF f",
+	1, {TEXTOID}, NULL
+};
+
+static WfQuery q_fast_key = {
+	"SELECT workflows._flow_key($1, $2)",
+	2, {JSONBOID, TEXTOID}, NULL
+};
+
+static WfQuery q_fast_held = {
+	"SELECT EXISTS (SELECT 1 FROM workflows.flow_members f "
+	"                WHERE f.workflow = $1 AND f.state = 'held' AND f.held_on = $2 "
+	"                  AND f.held_key = $3)",
+	3, {TEXTOID, INT2OID, TEXTOID}, NULL
+};
+
+/*
+ * Is entry 1 (2) of the workflow too close to its limit ($4) for the
+ * slack ($3), or is anyone held back for the key?  The holders are counted
+ * up to the first that is too many, through the entry's own index (hence
+ * one statement per entry: the index is on keys[1], keys[2]).
+ */
+#define WF_FAST_BUSY(N) \
+	"SELECT count(*) + $3 >= $4 OR EXISTS (" \
+	"         SELECT 1 FROM workflows.flow_members f " \
+	"          WHERE f.workflow = $1 AND f.state = 'held' AND f.held_on = " #N \
+	"            AND f.held_key = $2) " \
+	"FROM (SELECT 1 FROM workflows.flow_members f " \
+	"       WHERE f.workflow = $1 AND f.state = 'holds' AND f.keys[" #N "] = $2 " \
+	"       LIMIT $4 - $3) h"
+
+static WfQuery q_fast_busy[2] = {
+	{WF_FAST_BUSY(1), 4, {TEXTOID, TEXTOID, INT8OID, INT8OID}, NULL},
+	{WF_FAST_BUSY(2), 4, {TEXTOID, TEXTOID, INT8OID, INT8OID}, NULL}
+};
+
+/* the end of a tick that took its slots on the fast path and does not go on running */
+static WfQuery q_settle_stopped = {
+	"UPDATE workflows.flow_members "
+	"   SET state = CASE WHEN $2 IN ('complete', 'errored', 'terminated') THEN 'done' ELSE state END, "
+	"       debouncing = false "
+	" WHERE instance_id = $1 AND ($2 IN ('complete', 'errored', 'terminated') OR debouncing)",
+	2, {TEXTOID, TEXTOID}, NULL
 };
 
 static WfQuery q_flow_repair = {
@@ -130,6 +195,24 @@ wf_flow_admit(const char *id, Jsonb *options, Oid caller)
 }
 
 /*
+ * create_batch()'s hook for a batch without options: when the workflow
+ * has neither debounce nor singleton, the instances just inserted (ids, a
+ * text[]) all become members in one statement.  Returns false if it did
+ * nothing: the caller then calls wf_flow_admit() for each.
+ */
+bool
+wf_flow_admit_all(const char *workflow, Datum ids)
+{
+	Datum		v[2];
+	bool		isnull;
+
+	v[0] = CStringGetTextDatum(workflow);
+	v[1] = ids;
+	wf_query(&q_flow_admit_all, v, NULL, 1);
+	return DatumGetBool(wf_get_datum(0, 1, &isnull));
+}
+
+/*
  * The executor's hook for a claimed instance that has flow control and
  * holds no slot, in the tick's transaction, with the instance's row locked.
  * Returns true if it holds its slots now and may run; false if it was
@@ -149,26 +232,142 @@ wf_flow_acquire(const char *id)
 	return DatumGetBool(wf_get_datum(0, 1, &isnull));
 }
 
+/* a number of a flow-control config as an int64 (validated: an integer) */
+static int64
+config_int(JsonbValue *v)
+{
+	if (v == NULL || v->type != jbvNumeric)
+		return -1;
+	return DatumGetInt64(DirectFunctionCall1(numeric_int8, NumericGetDatum(v->val.numeric)));
+}
+
 /*
- * The fast path (see _flow_acquire_fast()): in the tick's transaction,
- * without a commit of its own.  WF_FAST_TOOK: the instance holds its slots
- * now; otherwise the caller takes the exact path, wf_flow_acquire(), after
- * a commit if WF_FAST_NO_LOCKED (the shared lock is held).  The slack is
- * the most slots other executors can have taken in transactions not yet
- * committed: one batch of instances each.
+ * The fast path of taking a slot, in the tick's transaction, without a
+ * commit of its own: when every concurrency entry of the instance's keys is
+ * far enough from its limit that even the slots other executors may have
+ * taken in transactions not yet committed (the slack: one batch of
+ * instances each) cannot reach it, and nobody of the key is held back, the
+ * slot is taken under the shared side of the workflow's lock and the
+ * instance runs at once.
+ *
+ * WF_FAST_TOOK: it held its slots already.  WF_FAST_TOOK_LATER: it took
+ * them now; the tick ends with wf_flow_settle(), which writes the member's
+ * row once (until this transaction commits, the slot is part of the slack
+ * every count allows for, and the shared lock keeps every exact count
+ * waiting).  Otherwise the caller takes the exact path, wf_flow_acquire():
+ * at once if WF_FAST_NO, after a commit if WF_FAST_NO_LOCKED (the shared
+ * lock is held).
+ *
+ * Holders are counted once, under the lock, so that what an exclusive
+ * holder committed before is counted; what can be told without counting
+ * (a limit within the slack, anyone held back) is told before taking it.
+ * The same bookkeeping as _flow_take() (sql/install/45_flow_control.sql),
+ * in C: it runs once per instance of a workflow with flow control.
  */
 WfFastSlot
 wf_flow_acquire_fast(const char *id)
 {
-	Datum		v[2];
-	char	   *r;
+	int64		slack = (int64) wf_max_workers * WF_FLOW_SLACK_PER_EXECUTOR;
+	Datum		v[4];
+	char		n[4] = {' ', ' ', ' ', ' '};
+	bool		isnull;
+	char	   *workflow;
+	char	   *state;
+	bool		throttled;
+	bool		anyone_held;
+	Jsonb	   *config;
+	Jsonb	   *params;
+	JsonbValue *conc;
+	JsonbValue	entries[2];
+	int			nentries = 0;
+	char	   *keys[2];
+	int64		limits[2];
 
 	v[0] = CStringGetTextDatum(id);
-	v[1] = Int32GetDatum(wf_max_workers * WF_FLOW_SLACK_PER_EXECUTOR);
-	wf_query(&q_flow_acquire_fast, v, NULL, 1);
-	r = wf_get_text(0, 1);
-	return strcmp(r, "took") == 0 ? WF_FAST_TOOK :
-		strcmp(r, "no") == 0 ? WF_FAST_NO : WF_FAST_NO_LOCKED;
+	if (wf_query(&q_fast_member, v, NULL, 1) == 0)
+		return WF_FAST_TOOK;	/* not a member (any more) */
+	workflow = wf_get_text(0, 1);
+	state = wf_get_text(0, 2);
+	throttled = DatumGetBool(wf_get_datum(0, 3, &isnull));
+	config = wf_get_jsonb(0, 4);
+	params = wf_get_jsonb(0, 5);
+	anyone_held = DatumGetBool(wf_get_datum(0, 6, &isnull));
+	if (strcmp(state, "holds") == 0)
+		return WF_FAST_TOOK;
+	if (config == NULL ||
+		(getKeyJsonValueFromContainer(&config->root, "throttle", 8, NULL) != NULL && !throttled))
+		return WF_FAST_NO;
+
+	/* the concurrency entries: one object, or an array of up to two */
+	conc = getKeyJsonValueFromContainer(&config->root, "concurrency", 11, NULL);
+	if (conc != NULL && conc->type == jbvBinary && JsonContainerIsArray(conc->val.binary.data))
+	{
+		JsonbContainer *a = conc->val.binary.data;
+		int			size = JsonContainerSize(a);
+
+		if (size > 2)
+			return WF_FAST_NO;
+		for (int i = 0; i < size; i++)
+			entries[nentries++] = *getIthJsonbValueFromContainer(a, i);
+	}
+	else if (conc != NULL && conc->type == jbvBinary)
+		entries[nentries++] = *conc;
+	else if (conc != NULL)
+		return WF_FAST_NO;
+
+	for (int i = 0; i < nentries; i++)
+	{
+		JsonbValue *key;
+
+		if (entries[i].type != jbvBinary || !JsonContainerIsObject(entries[i].val.binary.data))
+			return WF_FAST_NO;
+		limits[i] = config_int(getKeyJsonValueFromContainer(entries[i].val.binary.data,
+															 "limit", 5, NULL));
+		if (limits[i] <= slack)
+			return WF_FAST_NO;
+		key = getKeyJsonValueFromContainer(entries[i].val.binary.data, "key", 3, NULL);
+		if (key == NULL || key->type == jbvNull)
+			keys[i] = "";
+		else if (key->type == jbvString)
+		{
+			Datum		kv[2];
+
+			kv[0] = JsonbPGetDatum(params);
+			kv[1] = PointerGetDatum(cstring_to_text_with_len(key->val.string.val,
+															 key->val.string.len));
+			wf_query(&q_fast_key, kv, NULL, 1);
+			keys[i] = wf_get_text(0, 1);
+		}
+		else
+			return WF_FAST_NO;
+	}
+
+	/* someone of the workflow is held back: of one of these keys? */
+	v[0] = CStringGetTextDatum(workflow);
+	for (int i = 0; anyone_held && i < nentries; i++)
+	{
+		v[1] = Int16GetDatum(i + 1);
+		v[2] = CStringGetTextDatum(keys[i]);
+		wf_query(&q_fast_held, v, NULL, 1);
+		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
+			return WF_FAST_NO;
+	}
+
+	/* _flow_lock_shared(workflow) */
+	(void) DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
+							   Int32GetDatum(1464232014),
+							   DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
+													   CStringGetTextDatum(workflow)));
+	for (int i = 0; i < nentries; i++)
+	{
+		v[1] = CStringGetTextDatum(keys[i]);
+		v[2] = Int64GetDatum(slack);
+		v[3] = Int64GetDatum(limits[i]);
+		wf_query(&q_fast_busy[i], v, n, 1);
+		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
+			return WF_FAST_NO_LOCKED;
+	}
+	return WF_FAST_TOOK_LATER;
 }
 
 /*
@@ -200,6 +399,44 @@ wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*en
 	async_commit();
 	wf_query(&q_flow_release_after, v, NULL, 1);
 	end();
+}
+
+/*
+ * The end of a tick whose instance took its slots on the fast path, in
+ * its transaction: its member's row says what it does next -- holds its
+ * slots (with their keys) if it goes on running, done if it is final,
+ * still ready if it sleeps or waits (it held them only inside this
+ * transaction, which nobody else sees) -- written once; see _flow_settle().
+ */
+void
+wf_flow_settle(const char *id, const char *status)
+{
+	Datum		v[2];
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(status);
+	if (strcmp(status, "running") == 0)
+		wf_query(&q_flow_settle, v, NULL, 0);
+	else
+		wf_query(&q_settle_stopped, v, NULL, 0);
+}
+
+/*
+ * The release in the tick's own transaction, when nobody of the workflow
+ * is held back (see _flow_release_now(); it never waits): no transaction
+ * of its own.  Returns false if the caller must release after the commit
+ * (wf_flow_release_after()).
+ */
+bool
+wf_flow_release_now(const char *id, const char *status)
+{
+	Datum		v[2];
+	bool		isnull;
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(status);
+	wf_query(&q_flow_release_now, v, NULL, 1);
+	return DatumGetBool(wf_get_datum(0, 1, &isnull));
 }
 
 /* after a crash: hand on the slots nobody handed on (the first executor, at start) */
