@@ -472,10 +472,34 @@ ALTER SYSTEM SET workflows.max_output_size = 1024;
 ALTER SYSTEM SET workflows.max_steps = 5;
 -- nothing between here and the RESET may stop the script: errors become
 -- warnings (and failed assertions below)
+-- Running executors read the changed file when they get round to it, which
+-- no fixed pause makes sure of on a loaded machine; executors started after
+-- the postmaster reloaded it have it from the start.  So the reload (the
+-- postmaster's SIGHUP, sent first, is handled before the launcher's request
+-- to start workers), then this database's executors are replaced, and the
+-- probes below check what the new ones see.
 DO $$
+DECLARE
+    old int[];
+    deadline timestamptz := clock_timestamp() + interval '60 seconds';
 BEGIN
     PERFORM pg_reload_conf();
-    PERFORM pg_sleep(0.5);
+    SELECT array_agg(pid) INTO old FROM pg_stat_activity
+     WHERE backend_type = 'workflows executor' AND datname = current_database();
+    PERFORM pg_terminate_backend(pid) FROM unnest(old) pid;
+    LOOP
+        -- pg_stat_activity is read once per transaction unless cleared
+        PERFORM pg_stat_clear_snapshot();
+        EXIT WHEN (SELECT count(*) FILTER (WHERE pid <> ALL (old)) = current_setting('workflows.max_workers')::int
+                          AND count(*) FILTER (WHERE pid = ANY (old)) = 0
+                     FROM pg_stat_activity
+                    WHERE backend_type = 'workflows executor' AND datname = current_database());
+        IF clock_timestamp() > deadline THEN
+            RAISE WARNING 'bad_input: the executors were not replaced within 60 s';
+            EXIT;
+        END IF;
+        PERFORM pg_sleep(0.05);
+    END LOOP;
     PERFORM workflows.create_batch('bad-run', '[
         {"id": "probe-1",    "params": {"do": "probe"}},
         {"id": "probe-2",    "params": {"do": "probe"}},

@@ -111,9 +111,13 @@ SELECT workflows.create('napper', '{}', 'a-sleep');
 COMMIT;
 });
 
-# Wait until each waits where it should.
-$node->poll_query_until(
-	'postgres', q{
+# Wait until each waits where it should, and take the state we stop in in
+# the same snapshot: c-retry is between two attempts for 2 s at a time, and
+# a second query could find it running its next one.  Its next attempt must
+# also be at least half a second away, for the stop to land before it (an
+# attempt cut short by the stop is recorded as interrupted, and the
+# attempts checked below would not be the scripted ones).
+my $state_sql = q{
 SELECT
   (SELECT count(*) FROM workflows.instances i JOIN workflows.steps s ON s.instance_id = i.id
     WHERE i.id = 'a-sleep' AND i.status = 'waiting' AND i.wake_at IS NOT NULL
@@ -122,27 +126,33 @@ SELECT
     WHERE i.id = 'b-event' AND i.status = 'waiting' AND i.waiting_for = 'go'
       AND s.key = 'go' AND s.type = 'event' AND s.status = 'waiting')
 + (SELECT count(*) FROM workflows.instances i JOIN workflows.steps s ON s.instance_id = i.id
-    WHERE i.id = 'c-retry' AND i.status = 'waiting' AND i.wake_at > now()
-      AND s.key = 'flaky' AND s.type = 'step' AND s.status = 'retrying')
-}, '3')
-  or die 'the instances did not all reach their waiting states';
+    WHERE i.id = 'c-retry' AND i.status = 'waiting' AND i.wake_at > now() + interval '0.5 seconds'
+      AND s.key = 'flaky' AND s.type = 'step' AND s.status = 'retrying'),
+  (SELECT string_agg(x, E'\n' ORDER BY x) FROM (
+     SELECT i.id || ':' || i.status || ':' || string_agg(s.key || '=' || s.status, ',' ORDER BY s.seq) AS x
+       FROM workflows.instances i JOIN workflows.steps s ON s.instance_id = i.id
+      GROUP BY i.id, i.status) st),
+  (SELECT count(*) FROM workflows.attempts WHERE instance_id = 'c-retry' AND NOT success),
+  (SELECT count(*) FROM effects)
+};
+my ($ready, $before, $failed_before, $effects_before);
+my $deadline = time + 180;
+while (time < $deadline)
+{
+	($ready, $before, $failed_before, $effects_before) =
+	  split /\|/, $node->safe_psql('postgres', $state_sql);
+	last if $ready eq '3';
+	select(undef, undef, undef, 0.05);
+}
+$ready eq '3' or die 'the instances did not all reach their waiting states';
 
-# The state we stop in (looked at just before the stop).
-my $before = $node->safe_psql(
-	'postgres', q{
-SELECT i.id || ':' || i.status || ':' || string_agg(s.key || '=' || s.status, ',' ORDER BY s.seq)
-  FROM workflows.instances i JOIN workflows.steps s ON s.instance_id = i.id
- GROUP BY i.id, i.status ORDER BY i.id
-});
+# The state we stop in.
 is( $before,
 	"a-sleep:waiting:nap=waiting\nb-event:waiting:go=waiting\nc-retry:waiting:flaky=retrying",
 	'before the stop: a sleeps, b waits for "go", c waits for its next attempt');
-my $failed_before = $node->safe_psql('postgres',
-	"SELECT count(*) FROM workflows.attempts WHERE instance_id = 'c-retry' AND NOT success");
 ok($failed_before >= 1 && $failed_before <= 2,
 	"before the stop: c-retry has $failed_before failed attempt(s), no success yet");
-is( $node->safe_psql('postgres', 'SELECT count(*) FROM effects'),
-	'0', 'before the stop: no effect is visible (the failed attempts rolled back)');
+is($effects_before, '0', 'before the stop: no effect is visible (the failed attempts rolled back)');
 
 $node->stop('immediate');
 $node->start;

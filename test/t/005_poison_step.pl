@@ -108,11 +108,17 @@ while ($kills < 10
 		select(undef, undef, undef, 0.1);
 	}
 	last if $pid eq '';
+	my $offset = -s $node->logfile;
 	kill 'KILL', $pid;
 	$kills++;
-	# crash recovery: every backend restarts
+	# crash recovery: every backend restarts.  Until the postmaster has
+	# noticed the kill, pg_stat_activity still lists the killed executor and
+	# its sibling, and the next query could meet the restart half-way: wait
+	# for the reinitialization, then for two executors other than the killed
+	# one.
+	$node->wait_for_log(qr/all server processes terminated; reinitializing/, $offset);
 	$node->poll_query_until('postgres',
-		"SELECT count(*) = 2 FROM pg_stat_activity WHERE backend_type = 'workflows executor'")
+		"SELECT count(*) = 2 AND count(*) FILTER (WHERE pid = $pid) = 0 FROM pg_stat_activity WHERE backend_type = 'workflows executor'")
 	  or die "kill $kills: executors did not come back";
 }
 $node->poll_query_until('postgres',

@@ -446,12 +446,17 @@ SELECT count(*) FROM (
 }),
 	scalar(@retriers),
 	'each retrier: failed attempts, then one success (the last), after the upgrade');
+# (the delay follows a failure; an attempt the stop cut short -- recorded
+# as interrupted: WF008, as 0.1 marks no orderly stop in its crash file, or
+# 57P01 -- runs again at once after the start by design, so it is left out:
+# whether the stop lands inside an attempt is up to timing)
 is( $node->safe_psql(
 		'postgres', qq{
 SELECT bool_and(b.started_at >= a.ended_at + interval '2 seconds')
   FROM workflows.attempts a JOIN workflows.attempts b
     ON b.instance_id = a.instance_id AND b.step_key = a.step_key AND b.attempt = a.attempt + 1
  WHERE a.instance_id IN (@{[ $in->(@retriers) ]})
+   AND coalesce(a.error->>'sqlstate', '') NOT IN ('WF008', '57P01')
 }),
 	't',
 	'each retry started at least 2 s after the failure before it, across the upgrade');

@@ -1,13 +1,15 @@
 # 015_orderly_stop.pl
 #
-# Restarts are not crashes.  A healthy 2-second step is cut short again and
-# again by orderly stops -- a fast shutdown, an immediate shutdown,
+# Restarts are not crashes.  A healthy step is cut short again and again by
+# orderly stops -- a fast shutdown, an immediate shutdown,
 # pg_terminate_backend() of its executor -- with workflows.max_step_crashes
 # = 1 and a retry limit of 0, so that a single attempt charged as a crash or
 # as a failure would end the instance errored.  Each interrupted attempt
 # must be recorded as interrupted by a shutdown (57P01), retried at once
 # after the start, charged to neither, and the step must finally complete
-# with its effect written exactly once.
+# with its effect written exactly once.  (The step naps a minute while the
+# test cuts it short, so that however slow the machine the stop lands inside
+# the attempt, and 2 seconds in the attempt that must complete.)
 
 use strict;
 use warnings;
@@ -32,10 +34,15 @@ $node->safe_psql('postgres', 'CREATE EXTENSION workflows');
 $node->safe_psql(
 	'postgres', q{
 CREATE TABLE effects (instance text NOT NULL, step text NOT NULL);
+-- how long the step naps: long while the test cuts attempts short (so that
+-- however slow the machine, the stop lands inside the attempt), short for
+-- the attempt that must complete; read when the attempt starts
+CREATE TABLE nap (secs float8 NOT NULL);
+INSERT INTO nap VALUES (60);
 CREATE FUNCTION slow(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN
     RETURN workflows.step('slow',
-        'WITH nap AS (SELECT pg_sleep(2)) INSERT INTO public.effects SELECT $1::text, ''slow'' FROM nap RETURNING ''done''::text',
+        'WITH nap AS (SELECT pg_sleep(secs) FROM public.nap) INSERT INTO public.effects SELECT $1::text, ''slow'' FROM nap RETURNING ''done''::text',
         jsonb_build_array(event->>'instanceId'),
         '{"retries": {"limit": 0}}');
 END
@@ -43,20 +50,31 @@ $$;
 SELECT workflows.register('slow', 'slow(jsonb)');
 });
 
-# wait until an executor runs the step; returns its pid
+# wait until an executor runs the step (naps in it); returns its pid.  One
+# query finds it and gives its pid: a poll, then a second query for the pid,
+# could find the attempt gone in between.
 sub step_running
 {
-	my $pid;
-	$node->poll_query_until('postgres',
-		q{SELECT count(*) = 1 FROM pg_stat_activity
-		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'
-		    AND state = 'active' AND wait_event = 'PgSleep'})
-	  or die 'the step did not start';
-	$pid = $node->safe_psql('postgres',
-		q{SELECT pid FROM pg_stat_activity
-		  WHERE application_name = 'workflows executor' AND query LIKE '%pg_sleep(2)%'
-		    AND state = 'active' AND wait_event = 'PgSleep'});
+	my $pid = '';
+	for (my $i = 0; $i < 1800 && $pid eq ''; $i++)
+	{
+		$pid = $node->safe_psql('postgres',
+			q{SELECT pid FROM pg_stat_activity
+			  WHERE backend_type = 'workflows executor' AND query LIKE '%FROM public.nap%'
+			    AND state = 'active' AND wait_event = 'PgSleep'});
+		select(undef, undef, undef, 0.1) if $pid eq '';
+	}
+	die 'the step did not start' if $pid eq '';
+	die "more than one executor runs the step: $pid" if $pid !~ /^\d+$/;
 	return $pid;
+}
+
+# the attempt cut short by the next stop naps a minute; the one after it
+# only a moment (it must complete)
+sub next_attempt_naps
+{
+	my ($secs) = @_;
+	$node->safe_psql('postgres', "UPDATE nap SET secs = $secs");
 }
 
 $node->safe_psql('postgres', q{SELECT workflows.create('slow', '{}', 'slow-1')});
@@ -70,6 +88,7 @@ $node->stop('immediate');
 $node->start;
 
 my $pid = step_running();
+next_attempt_naps(2);
 $node->safe_psql('postgres', "SELECT pg_terminate_backend($pid)");
 
 $node->poll_query_until('postgres',
@@ -106,7 +125,7 @@ BEGIN
     PERFORM workflows.sleep('nap', '1 second');
     PERFORM workflows.wait_for_event('go', 'go', '1 hour');
     RETURN workflows.step('slow',
-        'WITH nap AS (SELECT pg_sleep(2)) INSERT INTO public.effects SELECT $1::text, ''slow'' FROM nap RETURNING ''done''::text',
+        'WITH nap AS (SELECT pg_sleep(secs) FROM public.nap) INSERT INTO public.effects SELECT $1::text, ''slow'' FROM nap RETURNING ''done''::text',
         jsonb_build_array(event->>'instanceId'), '{"retries": {"limit": 0}}');
 END
 $$;
@@ -115,9 +134,11 @@ SELECT workflows.register('after-event', 'after_event(jsonb)');
 foreach my $how ('fast', 'kill')
 {
 	my $id = "after-event-$how";
+	next_attempt_naps(60);
 	$node->safe_psql('postgres',
 		"SELECT workflows.create('after-event', '{}', '$id'); SELECT workflows.send_event('$id', 'go')");
 	my $pid = step_running();
+	next_attempt_naps(2);
 	if ($how eq 'fast')
 	{
 		$node->stop('fast');

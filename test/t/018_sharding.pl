@@ -450,6 +450,7 @@ $new->poll_query_until('postgres',
 	"SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'workflows executor' AND datname = 'wf_p0'",
 	'2')
   or die 'executors did not start for the moved partition';
+my $p0_up = time;
 is($router->safe_psql('postgres', "SELECT workflows.status('$p0_gated[0]')->>'status'"),
 	'waiting', 'after the move the router reaches partition 0 on the new server');
 $router->safe_psql('postgres',
@@ -460,12 +461,16 @@ for my $id (@p0_gated, @naps)
 	is($doc->{status}, 'complete', "$id (partition $part_of{$id}) completed")
 	  or diag explain $doc;
 }
+# a nap that ended while the partition was moving (the move takes longer
+# than the nap on a slow machine) wakes once the new server's executors run
 for my $id (sort keys %nap_end)
 {
 	my $woke = $new->safe_psql('wf_p0',
 		"SELECT extract(epoch FROM started_at) FROM workflows.steps WHERE instance_id = '$id' AND key = 'after'");
-	ok($woke >= $nap_end{$id} && $woke < $nap_end{$id} + 10,
-		sprintf('%s woke at its time on the new server (+%.2f s)', $id, $woke - $nap_end{$id}));
+	my $due = $nap_end{$id} > $p0_up ? $nap_end{$id} : $p0_up;
+	ok($woke >= $nap_end{$id} && $woke < $due + 10,
+		sprintf('%s woke at its time on the new server, or once it ran (+%.2f s after its time, %.2f s after the executors started)',
+			$id, $woke - $nap_end{$id}, $woke - $p0_up));
 }
 
 for my $p (0 .. $nparts - 1)

@@ -440,6 +440,15 @@ for my $line (split /\n/,
 	my ($id, $t) = split /\|/, $line;
 	$after_start{$id} = $t;
 }
+# Executors claim due instances oldest wake time first: a sleeper whose
+# time comes while batch instances (due since their creation) still wait
+# takes its turn after them, and on a slow machine the batch outlasts the
+# nap.  So those due after the executors were up must start within 5 s of
+# the later of their time and the batch's end (a lost wake-up waits for the
+# 10 s poll).
+my $batch_done = $node2->safe_psql('postgres',
+	"SELECT extract(epoch FROM max(ended_at)) FROM workflows.instances WHERE id LIKE 'w-%'");
+note sprintf('the batch ended %.1f s after the executors were up on node2', $batch_done - $executors_up);
 my ($early, $late, $checked, $worst) = (0, 0, 0, 0);
 for my $id (@naps)
 {
@@ -448,12 +457,13 @@ for my $id (@naps)
 	# those due after the executors were up must wake on time
 	next if $nap_end{$id} < $executors_up;
 	$checked++;
-	$worst = $d if $d > $worst;
-	$late++ if $d > 5;
+	my $turn = $after_start{$id} - ($batch_done > $nap_end{$id} ? $batch_done : $nap_end{$id});
+	$worst = $turn if $turn > $worst;
+	$late++ if $turn > 5;
 }
 is($early, 0, 'no sleeper woke before its time');
 ok($checked > 0, "$checked sleepers were due after the failover");
-is($late, 0, sprintf('they woke at their time on node2 (latest +%.2f s)', $worst));
+is($late, 0, sprintf('they woke at their time on node2, or at their turn after the batch (latest +%.2f s)', $worst));
 
 is( $node2->safe_psql('postgres',
 		"SELECT count(*) FROM workflows.attempts WHERE NOT success AND error->>'sqlstate' NOT IN ('WF008', '57P01')"),

@@ -27,7 +27,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use JSON::PP;
-use Time::HiRes qw(usleep);
+use Time::HiRes qw(time usleep);
 
 my $node = PostgreSQL::Test::Cluster->new('composition');
 $node->init;
@@ -376,28 +376,44 @@ BEGIN
 END $$;
 SELECT workflows.register('talker', 'talker(jsonb)');
 });
-my $heard = $node->safe_psql(
-	'postgres', q{
-LISTEN workflows_progress;
-SELECT workflows.create('talker', '{}', 'talk-1');
-SELECT workflows.wait('talk-1', '60 s')->>'status';
-SELECT pg_sleep(0.2);
-});
+# LISTEN in a session of its own, run $sql, then ask again until the
+# announcement $want has arrived: what an executor announces reaches the
+# listener once the executor has signalled it after its commit, which may
+# come after wait() saw the instance end -- a fixed pause is no bound on a
+# loaded machine.  Returns everything the session printed.
+sub listen_for
+{
+	my ($sql, $want) = @_;
+	my $l = $node->background_psql('postgres');
+	my $out = $l->query_safe('LISTEN workflows_progress');
+	$out .= $l->query_safe($sql);
+	my $deadline = time + 60;
+	while ($out !~ $want && time < $deadline)
+	{
+		usleep(50_000);
+		$out .= $l->query_safe('SELECT 1');
+	}
+	$l->quit;
+	return $out;
+}
+my $heard = listen_for(
+	q{SELECT workflows.create('talker', '{}', 'talk-1');
+SELECT workflows.wait('talk-1', '60 s')->>'status';},
+	qr/"id": "talk-1", "seq": 2/);
 like($heard,
 	qr/Asynchronous notification "workflows_progress" with payload "\{"id": "talk-1", "seq": 2, "key": "set_event:stage", "status": "complete"\}"/,
 	'a published value is announced on workflows_progress');
 unlike($heard, qr/"key": "quiet"/, 'other steps are not, by default');
 unlike($heard, qr/do not notify me|half way/, 'no data in the announcements');
+# a restart, not a reload: the executors announce, and a running executor
+# reads a reloaded file when it gets round to it (no fixed pause makes sure
+# of that on a loaded machine); started afterwards, they have the setting
 $node->append_conf('postgresql.conf', 'workflows.notify_steps = on');
-$node->reload;
-$heard = $node->safe_psql(
-	'postgres', q{
-LISTEN workflows_progress;
-SELECT pg_sleep(0.5);
-SELECT workflows.create('talker', '{}', 'talk-2');
-SELECT workflows.wait('talk-2', '60 s')->>'status';
-SELECT pg_sleep(0.2);
-});
+$node->restart;
+$heard = listen_for(
+	q{SELECT workflows.create('talker', '{}', 'talk-2');
+SELECT workflows.wait('talk-2', '60 s')->>'status';},
+	qr/"id": "talk-2", "seq": 2/);
 like($heard,
 	qr/payload "\{"id": "talk-2", "seq": 1, "key": "quiet", "status": "complete"\}"/,
 	'with workflows.notify_steps, every step that ends is announced');
