@@ -2540,6 +2540,12 @@ wf_executor_main(Datum arg)
 		}
 		for (;;)
 		{
+			/* a reload applies between batches, even under load */
+			if (ConfigReloadPending && !batch.open && !IsTransactionState())
+			{
+				ConfigReloadPending = false;
+				ProcessConfigFile(PGC_SIGHUP);
+			}
 			if (wf_crash_pending(dboid, index))
 				recover_others(dboid, index);
 			maybe_sweep();
