@@ -98,10 +98,11 @@
 #define INSTANCE_COLUMNS \
 	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
 	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id, f.state, " \
-	"  i.parent IS NOT NULL " \
+	"  i.parent IS NOT NULL, i.workflow, w.flow_control, f.throttled_at IS NOT NULL " \
 	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
 	"LEFT JOIN workflows.requests r ON r.instance_id = i.id " \
-	"LEFT JOIN workflows.flow_members f ON f.instance_id = i.id "
+	"LEFT JOIN workflows.flow_members f ON f.instance_id = i.id " \
+	"LEFT JOIN workflows.workflows w ON f.instance_id IS NOT NULL AND w.name = i.workflow "
 
 static WfQuery q_claim_any = {
 	INSTANCE_COLUMNS
@@ -1547,6 +1548,9 @@ static struct
 		int64		revision;
 	}			releases[WF_BATCH_INSTANCES + 1];
 	int			nreleases;
+	/* instances with flow control that took their slots and ended: done at commit */
+	char		done[WF_BATCH_INSTANCES + 1][WF_MAX_ID_LEN + 1];
+	int			ndone;
 }			batch;
 
 /* commit the batch, and do what its commit makes happen */
@@ -1555,6 +1559,10 @@ end_batch(void)
 {
 	if (!batch.open)
 		return;
+	/* flow control: the members that took their slots and ended (flow.c) */
+	if (batch.ndone > 0)
+		wf_flow_settle_done(batch.done, batch.ndone);
+	batch.ndone = 0;
 	end_tx();
 	batch.open = false;
 	ticking[0] = '\0';
@@ -1586,6 +1594,7 @@ abandon_batch(void)
 	batch.open = false;
 	batch.nwaiters = 0;
 	batch.nreleases = 0;
+	batch.ndone = 0;
 	batch.wake_database = false;
 	batch.streak = 0;
 }
@@ -1650,6 +1659,10 @@ tick(bool *claimed)
 	bool		use_pending;
 	char	   *flow;			/* flow control: its member state, or NULL */
 	bool		child;			/* it has a parent (composition) */
+	char	   *flow_workflow = NULL;	/* flow control: its workflow, */
+	Jsonb	   *flow_config = NULL; /* the workflow's config, */
+	bool		flow_throttled = false; /* a throttle granted its start, */
+	Jsonb	   *flow_params = NULL; /* and its params */
 	bool		flow_commit = false;	/* a step of a shared resource: commit at once */
 	WfFastSlot	fast = WF_FAST_NO;
 
@@ -1708,6 +1721,14 @@ tick(bool *claimed)
 	version = wf_get_text(0, 12);
 	flow = wf_get_text(0, 13);
 	child = DatumGetBool(wf_get_datum(0, 14, &isnull));
+	if (flow != NULL)
+	{
+		/* for the fast path of flow control (flow.c) */
+		flow_workflow = wf_get_text(0, 15);
+		flow_config = wf_get_jsonb(0, 16);
+		flow_throttled = DatumGetBool(wf_get_datum(0, 17, &isnull));
+		flow_params = wf_get_jsonb(0, 4);
+	}
 	event = make_event(id, wf_get_jsonb(0, 4),
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
 
@@ -1739,8 +1760,9 @@ tick(bool *claimed)
 	 * workflow's bookkeeping lock is held only that long.
 	 */
 	if (flow != NULL && strcmp(flow, "holds") != 0 &&
-		(strcmp(flow_exact, id) == 0 ||
-		 ((fast = wf_flow_acquire_fast(id)) != WF_FAST_TOOK && fast != WF_FAST_TOOK_LATER)))
+		(strcmp(flow_exact, id) == 0 || command != NULL ||
+		 (fast = wf_flow_acquire_fast(flow_workflow, flow_config, flow_throttled,
+									  flow_params)) != WF_FAST_TOOK_LATER))
 	{
 		bool		may_run;
 
@@ -2109,12 +2131,20 @@ tick(bool *claimed)
 	final = !is_runnable_status(out.status);
 	/*
 	 * Flow control (flow.c): slots taken on the fast path in this tick are
-	 * written down now, once (held, done, or never held if it waits).  An
+	 * written down once: now if it goes on running (held) or sleeps or
+	 * waits (never held), just before the batch commits if it ended.  An
 	 * instance that held them before and is not running any more stops
 	 * holding them: here, if nobody is held back for them; otherwise they
 	 * go to the next in a transaction of their own after this commits.
 	 */
-	if (fast == WF_FAST_TOOK_LATER)
+	if (fast == WF_FAST_TOOK_LATER && batch.ndone < WF_BATCH_INSTANCES + 1 &&
+		(strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0 ||
+		 strcmp(out.status, "terminated") == 0))
+	{
+		/* done, with the others of the batch, in one statement before it commits */
+		strlcpy(batch.done[batch.ndone++], id, WF_MAX_ID_LEN + 1);
+	}
+	else if (fast == WF_FAST_TOOK_LATER)
 		wf_flow_settle(id, out.status);
 	else if (flow != NULL && strcmp(out.status, "running") != 0 &&
 			 !wf_flow_release_now(id, out.status) &&

@@ -81,46 +81,39 @@ static WfQuery q_flow_release_now = {
 };
 
 /* the fast path's statements (wf_flow_acquire_fast()) */
-static WfQuery q_fast_member = {
-	"SELECT f.workflow, f.state, f.throttled_at IS NOT NULL, w.flow_control, i.params, "
-	"       EXISTS (SELECT 1 FROM workflows.flow_members h "
-	"                WHERE h.workflow = f.workflow AND h.state = 'held') "
-	"FROM workflows.flow_members f JOIN workflows.instances i ON i.id = f.instance_id "
-	"LEFT JOIN workflows.workflows w ON w.name = f.workflow "
-	"WHERE f.instance_id = $1 FOR UPDATE OF f",
-	1, {TEXTOID}, NULL
-};
-
 static WfQuery q_fast_key = {
 	"SELECT workflows._flow_key($1, $2)",
 	2, {JSONBOID, TEXTOID}, NULL
 };
 
-static WfQuery q_fast_held = {
-	"SELECT EXISTS (SELECT 1 FROM workflows.flow_members f "
-	"                WHERE f.workflow = $1 AND f.state = 'held' AND f.held_on = $2 "
-	"                  AND f.held_key = $3)",
-	3, {TEXTOID, INT2OID, TEXTOID}, NULL
-};
-
 /*
- * Is entry 1 (2) of the workflow too close to its limit ($4) for the
- * slack ($3), or is anyone held back for the key?  The holders are counted
- * up to the first that is too many, through the entry's own index (hence
- * one statement per entry: the index is on keys[1], keys[2]).
+ * Is entry 1 (2) of the workflow ($1) too close to its limit ($4) for the
+ * slack ($3), or is anyone held back for the key ($2), or has the config
+ * changed since the claim read it ($5)?  The holders are counted up to the
+ * first that is too many, through the entry's own index (hence one
+ * statement per entry: the index is on keys[1], keys[2]).
  */
 #define WF_FAST_BUSY(N) \
 	"SELECT count(*) + $3 >= $4 OR EXISTS (" \
 	"         SELECT 1 FROM workflows.flow_members f " \
 	"          WHERE f.workflow = $1 AND f.state = 'held' AND f.held_on = " #N \
 	"            AND f.held_key = $2) " \
+	"       OR (SELECT w.flow_control FROM workflows.workflows w WHERE w.name = $1) " \
+	"          IS DISTINCT FROM $5 " \
 	"FROM (SELECT 1 FROM workflows.flow_members f " \
 	"       WHERE f.workflow = $1 AND f.state = 'holds' AND f.keys[" #N "] = $2 " \
 	"       LIMIT $4 - $3) h"
 
 static WfQuery q_fast_busy[2] = {
-	{WF_FAST_BUSY(1), 4, {TEXTOID, TEXTOID, INT8OID, INT8OID}, NULL},
-	{WF_FAST_BUSY(2), 4, {TEXTOID, TEXTOID, INT8OID, INT8OID}, NULL}
+	{WF_FAST_BUSY(1), 5, {TEXTOID, TEXTOID, INT8OID, INT8OID, JSONBOID}, NULL},
+	{WF_FAST_BUSY(2), 5, {TEXTOID, TEXTOID, INT8OID, INT8OID, JSONBOID}, NULL}
+};
+
+/* the same for a config without concurrency entries: has it changed? */
+static WfQuery q_fast_config = {
+	"SELECT (SELECT w.flow_control FROM workflows.workflows w WHERE w.name = $1) "
+	"       IS DISTINCT FROM $2",
+	2, {TEXTOID, JSONBOID}, NULL
 };
 
 /* the end of a tick that took its slots on the fast path and does not go on running */
@@ -243,57 +236,42 @@ config_int(JsonbValue *v)
 
 /*
  * The fast path of taking a slot, in the tick's transaction, without a
- * commit of its own: when every concurrency entry of the instance's keys is
- * far enough from its limit that even the slots other executors may have
- * taken in transactions not yet committed (the slack: one batch of
- * instances each) cannot reach it, and nobody of the key is held back, the
- * slot is taken under the shared side of the workflow's lock and the
- * instance runs at once.
+ * commit of its own, for a claimed member that holds no slot: when every
+ * concurrency entry of the instance's keys is far enough from its limit
+ * that even the slots other executors may have taken in transactions not
+ * yet committed (the slack: one batch of instances each) cannot reach it,
+ * and nobody of the key is held back, the slot is taken under the shared
+ * side of the workflow's lock and the instance runs at once.  What it needs
+ * of the member, its workflow and its params came with the claim
+ * (executor.c); a config changed since is seen under the lock.
  *
- * WF_FAST_TOOK: it held its slots already.  WF_FAST_TOOK_LATER: it took
- * them now; the tick ends with wf_flow_settle(), which writes the member's
- * row once (until this transaction commits, the slot is part of the slack
- * every count allows for, and the shared lock keeps every exact count
- * waiting).  Otherwise the caller takes the exact path, wf_flow_acquire():
- * at once if WF_FAST_NO, after a commit if WF_FAST_NO_LOCKED (the shared
- * lock is held).
+ * WF_FAST_TOOK_LATER: it took them; the tick ends with wf_flow_settle() or
+ * wf_flow_settle_done(), which write the member's row once (until this
+ * transaction commits, the slot is part of the slack every count allows
+ * for, and the shared lock keeps every exact count waiting; the member's
+ * row is the instance's, whose row the executor holds).  Otherwise the
+ * caller takes the exact path, wf_flow_acquire(): at once if WF_FAST_NO,
+ * after a commit if WF_FAST_NO_LOCKED (the shared lock is held).
  *
- * Holders are counted once, under the lock, so that what an exclusive
- * holder committed before is counted; what can be told without counting
- * (a limit within the slack, anyone held back) is told before taking it.
- * The same bookkeeping as _flow_take() (sql/install/45_flow_control.sql),
- * in C: it runs once per instance of a workflow with flow control.
+ * Holders are counted under the lock, so that what an exclusive holder
+ * committed before is counted; what the config tells (a throttle, a limit
+ * within the slack) is told before taking it.  The same bookkeeping as
+ * _flow_take() (sql/install/45_flow_control.sql), in C and in one
+ * statement per entry: it runs once per instance of a workflow with flow
+ * control.
  */
 WfFastSlot
-wf_flow_acquire_fast(const char *id)
+wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled, Jsonb *params)
 {
 	int64		slack = (int64) wf_max_workers * WF_FLOW_SLACK_PER_EXECUTOR;
-	Datum		v[4];
-	char		n[4] = {' ', ' ', ' ', ' '};
+	Datum		v[5];
 	bool		isnull;
-	char	   *workflow;
-	char	   *state;
-	bool		throttled;
-	bool		anyone_held;
-	Jsonb	   *config;
-	Jsonb	   *params;
 	JsonbValue *conc;
 	JsonbValue	entries[2];
 	int			nentries = 0;
 	char	   *keys[2];
 	int64		limits[2];
 
-	v[0] = CStringGetTextDatum(id);
-	if (wf_query(&q_fast_member, v, NULL, 1) == 0)
-		return WF_FAST_TOOK;	/* not a member (any more) */
-	workflow = wf_get_text(0, 1);
-	state = wf_get_text(0, 2);
-	throttled = DatumGetBool(wf_get_datum(0, 3, &isnull));
-	config = wf_get_jsonb(0, 4);
-	params = wf_get_jsonb(0, 5);
-	anyone_held = DatumGetBool(wf_get_datum(0, 6, &isnull));
-	if (strcmp(state, "holds") == 0)
-		return WF_FAST_TOOK;
 	if (config == NULL ||
 		(getKeyJsonValueFromContainer(&config->root, "throttle", 8, NULL) != NULL && !throttled))
 		return WF_FAST_NO;
@@ -342,28 +320,26 @@ wf_flow_acquire_fast(const char *id)
 			return WF_FAST_NO;
 	}
 
-	/* someone of the workflow is held back: of one of these keys? */
-	v[0] = CStringGetTextDatum(workflow);
-	for (int i = 0; anyone_held && i < nentries; i++)
-	{
-		v[1] = Int16GetDatum(i + 1);
-		v[2] = CStringGetTextDatum(keys[i]);
-		wf_query(&q_fast_held, v, NULL, 1);
-		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
-			return WF_FAST_NO;
-	}
-
 	/* _flow_lock_shared(workflow) */
 	(void) DirectFunctionCall2(pg_advisory_xact_lock_shared_int4,
 							   Int32GetDatum(1464232014),
 							   DirectFunctionCall1Coll(hashtext, DEFAULT_COLLATION_OID,
 													   CStringGetTextDatum(workflow)));
+	v[0] = CStringGetTextDatum(workflow);
+	if (nentries == 0)
+	{
+		v[1] = JsonbPGetDatum(config);
+		wf_query(&q_fast_config, v, NULL, 1);
+		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
+			return WF_FAST_NO_LOCKED;
+	}
 	for (int i = 0; i < nentries; i++)
 	{
 		v[1] = CStringGetTextDatum(keys[i]);
 		v[2] = Int64GetDatum(slack);
 		v[3] = Int64GetDatum(limits[i]);
-		wf_query(&q_fast_busy[i], v, n, 1);
+		v[4] = JsonbPGetDatum(config);
+		wf_query(&q_fast_busy[i], v, NULL, 1);
 		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
 			return WF_FAST_NO_LOCKED;
 	}
@@ -419,6 +395,28 @@ wf_flow_settle(const char *id, const char *status)
 		wf_query(&q_flow_settle, v, NULL, 0);
 	else
 		wf_query(&q_settle_stopped, v, NULL, 0);
+}
+
+/*
+ * The same for the instances of a batch that took their slots on the fast
+ * path and ended (final), in one statement before the batch commits.
+ */
+static WfQuery q_settle_done = {
+	"UPDATE workflows.flow_members SET state = 'done', debouncing = false "
+	" WHERE instance_id = ANY ($1)",
+	1, {TEXTARRAYOID}, NULL
+};
+
+void
+wf_flow_settle_done(char ids[][WF_MAX_ID_LEN + 1], int count)
+{
+	Datum	   *d = palloc(sizeof(Datum) * count);
+	Datum		v[1];
+
+	for (int i = 0; i < count; i++)
+		d[i] = CStringGetTextDatum(ids[i]);
+	v[0] = PointerGetDatum(construct_array(d, count, TEXTOID, -1, false, TYPALIGN_INT));
+	wf_query(&q_settle_done, v, NULL, 0);
 }
 
 /*

@@ -320,14 +320,15 @@ extern bool wf_flow_acquire(const char *id);
 extern int	wf_flow_release(const char *id, const char *status);
 typedef enum WfFastSlot
 {
-	WF_FAST_TOOK,				/* holds its slots: run it */
-	WF_FAST_TOOK_LATER,			/* took them: run it, then wf_flow_settle() */
+	WF_FAST_TOOK_LATER,			/* took its slots: run it, then wf_flow_settle() */
 	WF_FAST_NO,					/* take the exact path */
 	WF_FAST_NO_LOCKED			/* commit first, then the exact path */
 } WfFastSlot;
-extern WfFastSlot wf_flow_acquire_fast(const char *id);
+extern WfFastSlot wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled,
+									   Jsonb *params);
 extern bool wf_flow_admit_all(const char *workflow, Datum ids);
 extern void wf_flow_settle(const char *id, const char *status);
+extern void wf_flow_settle_done(char ids[][WF_MAX_ID_LEN + 1], int count);
 extern bool wf_flow_release_now(const char *id, const char *status);
 extern void wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*end) (void));
 extern void wf_flow_repair(void);

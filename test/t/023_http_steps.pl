@@ -15,7 +15,9 @@
 #   - SIGKILL of the executor while the server holds the response: the
 #     attempt is recorded as interrupted and the retry carries the same
 #     Idempotency-Key;
-#   - an in-transaction and an out-of-transaction kind of the test plugin.
+#   - an in-transaction and an out-of-transaction kind of the test plugin;
+#   - a workflow concurrency limit above the fast path's slack, exact with
+#     both paths taking slots.
 
 use strict;
 use warnings;
@@ -309,6 +311,37 @@ SELECT workflows.create('use_unknown', '{}', 'plugin2');
 	is($node->safe_psql('postgres',
 		"SELECT count(*) FROM workflows.instances WHERE id IN ('" . join("','", @ids) . "') AND status = 'complete'"),
 		'40', '40 slow requests at once all complete');
+}
+
+# ---- a workflow concurrency limit above the fast path's slack ----
+# With 2 executors, a limit of 100 is far enough from the slack (2 x 33)
+# that the first instances take their slots on the fast path (in the
+# transaction that runs them, written down when the tick ends) and the
+# rest on the exact path: 160 instances whose calls take 3 s each.  The
+# calls in flight at once, from their attempts' own times, must reach the
+# limit and never pass it.
+{
+	$node->safe_psql('postgres', q{
+SET ROLE alice;
+SELECT workflows.register('wide_http', 'call_http(jsonb)');
+SELECT workflows.set_flow_control('wide_http', '{"concurrency": {"limit": 100}}');
+});
+	$node->safe_psql('postgres', qq{
+SET ROLE alice;
+SELECT count(*) FROM workflows.create_batch('wide_http',
+    (SELECT jsonb_agg(jsonb_build_object('id', 'wide-' || g,
+                      'params', jsonb_build_object('request', jsonb_build_object('url', '$base/delay?ms=3000'))))
+       FROM generate_series(1, 160) g));
+});
+	$node->poll_query_until('postgres',
+		"SELECT count(*) = 160 FROM workflows.instances WHERE workflow = 'wide_http' AND status = 'complete'")
+	  or diag('the instances under a limit of 100 did not finish');
+	is($node->safe_psql('postgres', q{
+		SELECT max(n) FROM (SELECT (SELECT count(*) FROM workflows.attempts b
+		                             WHERE b.instance_id LIKE 'wide-%'
+		                               AND b.started_at <= a.started_at AND b.ended_at > a.started_at) AS n
+		                      FROM workflows.attempts a WHERE a.instance_id LIKE 'wide-%') x}),
+		'100', 'a limit of 100: 100 calls in flight at once, never more (fast and exact paths together)');
 }
 
 # ---- a step-level concurrency limit holds its place while the call is in flight ----
