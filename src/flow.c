@@ -225,6 +225,25 @@ wf_flow_acquire(const char *id)
 	return DatumGetBool(wf_get_datum(0, 1, &isnull));
 }
 
+/*
+ * Run a statement whose only good plan walks an index of flow_members, with
+ * sequential scans off: a generic plan made while the table was small (a
+ * fresh database, before autoanalyze) would otherwise stay cached and read
+ * every member, for every instance.  The setting is undone at once.
+ */
+static int
+query_indexed(WfQuery *q, Datum *values, long count)
+{
+	int			nest = NewGUCNestLevel();
+	int			n;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	n = wf_query(q, values, NULL, count);
+	AtEOXact_GUC(true, nest);
+	return n;
+}
+
 /* a number of a flow-control config as an int64 (validated: an integer) */
 static int64
 config_int(JsonbValue *v)
@@ -339,7 +358,7 @@ wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled, Jsonb 
 		v[2] = Int64GetDatum(slack);
 		v[3] = Int64GetDatum(limits[i]);
 		v[4] = JsonbPGetDatum(config);
-		wf_query(&q_fast_busy[i], v, NULL, 1);
+		query_indexed(&q_fast_busy[i], v, 1);
 		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
 			return WF_FAST_NO_LOCKED;
 	}
@@ -416,7 +435,7 @@ wf_flow_settle_done(char ids[][WF_MAX_ID_LEN + 1], int count)
 	for (int i = 0; i < count; i++)
 		d[i] = CStringGetTextDatum(ids[i]);
 	v[0] = PointerGetDatum(construct_array(d, count, TEXTOID, -1, false, TYPALIGN_INT));
-	wf_query(&q_settle_done, v, NULL, 0);
+	query_indexed(&q_settle_done, v, 0);
 }
 
 /*
