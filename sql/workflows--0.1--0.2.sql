@@ -1242,8 +1242,9 @@ REVOKE ALL ON FUNCTION workflows._flow_lock(text) FROM PUBLIC;
 /*
  * The shared side of the same lock: taken by an executor that takes a slot
  * far from the limit (wf_flow_acquire_fast() in src/flow.c) and keeps
- * running the instance in the same transaction.  Whoever counts exactly (the exclusive side)
- * waits until those transactions end, so it sees every slot they took.
+ * running the instance in the same transaction.  Whoever counts exactly
+ * (the exclusive side) waits until those transactions end, so it sees
+ * every slot they took.
  */
 CREATE FUNCTION workflows._flow_lock_shared(workflow text)
     RETURNS void
@@ -2595,7 +2596,7 @@ $$;
 REVOKE ALL ON FUNCTION workflows._flow_priority(jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION workflows._flow_admit_all(text, text[]) FROM PUBLIC;
 
-CREATE FUNCTION workflows._flow_settle(instance text, new_status text)
+CREATE FUNCTION workflows._flow_settle_holds(instance text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, workflows, pg_temp
@@ -2606,28 +2607,19 @@ DECLARE
     c jsonb;
     ks text[] := '{}';
 BEGIN
-    IF new_status = 'running' THEN
-        SELECT w.flow_control, i.params INTO config, params
-          FROM workflows.flow_members f
-          JOIN workflows.instances i ON i.id = f.instance_id
-          LEFT JOIN workflows.workflows w ON w.name = f.workflow
-         WHERE f.instance_id = instance;
-        c := workflows._flow_entries(config);
-        FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
-            ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
-        END LOOP;
-        UPDATE workflows.flow_members f
-           SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
-               debouncing = false
-         WHERE f.instance_id = instance;
-    ELSIF new_status IN ('complete', 'errored', 'terminated') THEN
-        UPDATE workflows.flow_members f SET state = 'done', debouncing = false
-         WHERE f.instance_id = instance;
-    ELSE
-        -- it started: later creates no longer collapse into it
-        UPDATE workflows.flow_members f SET debouncing = false
-         WHERE f.instance_id = instance AND f.debouncing;
-    END IF;
+    SELECT w.flow_control, i.params INTO config, params
+      FROM workflows.flow_members f
+      JOIN workflows.instances i ON i.id = f.instance_id
+      LEFT JOIN workflows.workflows w ON w.name = f.workflow
+     WHERE f.instance_id = instance;
+    c := workflows._flow_entries(config);
+    FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
+        ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
+    END LOOP;
+    UPDATE workflows.flow_members f
+       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
+           debouncing = false
+     WHERE f.instance_id = instance;
 END
 $$;
-REVOKE ALL ON FUNCTION workflows._flow_settle(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION workflows._flow_settle_holds(text) FROM PUBLIC;

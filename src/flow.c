@@ -70,9 +70,9 @@ static WfQuery q_flow_release_after = {
 	3, {TEXTOID, INT8OID, BOOLOID}, NULL
 };
 
-static WfQuery q_flow_settle = {
-	"SELECT workflows._flow_settle($1, $2)",
-	2, {TEXTOID, TEXTOID}, NULL
+static WfQuery q_flow_settle_holds = {
+	"SELECT workflows._flow_settle_holds($1)",
+	1, {TEXTOID}, NULL
 };
 
 static WfQuery q_flow_release_now = {
@@ -116,7 +116,11 @@ static WfQuery q_fast_config = {
 	2, {TEXTOID, JSONBOID}, NULL
 };
 
-/* the end of a tick that took its slots on the fast path and does not go on running */
+/*
+ * The end of a tick that took its slots on the fast path and does not go
+ * on running: still ready (no longer debouncing), or done if it ended and
+ * the batch's list of those was full.
+ */
 static WfQuery q_settle_stopped = {
 	"UPDATE workflows.flow_members "
 	"   SET state = CASE WHEN $2 IN ('complete', 'errored', 'terminated') THEN 'done' ELSE state END, "
@@ -397,11 +401,13 @@ wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*en
 }
 
 /*
- * The end of a tick whose instance took its slots on the fast path, in
- * its transaction: its member's row says what it does next -- holds its
- * slots (with their keys) if it goes on running, done if it is final,
- * still ready if it sleeps or waits (it held them only inside this
- * transaction, which nobody else sees) -- written once; see _flow_settle().
+ * The end of a tick whose instance took its slots on the fast path and did
+ * not end (wf_flow_settle_done() is for those), in its transaction: its
+ * member's row is written once -- it holds its slots if it goes on running
+ * (_flow_settle_holds() adds their keys); if it sleeps, waits or is
+ * paused it held them only inside this transaction, which nobody else saw,
+ * and stays ready (a debounced instance is no longer debouncing: it
+ * started).
  */
 void
 wf_flow_settle(const char *id, const char *status)
@@ -411,7 +417,7 @@ wf_flow_settle(const char *id, const char *status)
 	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(status);
 	if (strcmp(status, "running") == 0)
-		wf_query(&q_flow_settle, v, NULL, 0);
+		wf_query(&q_flow_settle_holds, v, NULL, 0);
 	else
 		wf_query(&q_settle_stopped, v, NULL, 0);
 }

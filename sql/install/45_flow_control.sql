@@ -24,9 +24,9 @@
  * shared side in the transaction that runs the instance
  * (wf_flow_acquire_fast(), src/flow.c).  Counts of holders are exact
  * under any number of executors and sessions (src/README.md, "Flow
- * control").  Lock order,
- * everywhere: a member's row (FOR UPDATE) before its workflow's lock; the
- * rows of other members are taken SKIP LOCKED under the lock.  Creating
+ * control").  Lock order, everywhere: a member's row (FOR UPDATE) before
+ * its workflow's lock; the rows of other members are taken SKIP LOCKED
+ * under the lock.  Creating
  * an instance takes no slot and no throttle budget: the executor that first
  * claims it does (a rolled-back create never reaches an executor).
  */
@@ -311,8 +311,9 @@ REVOKE ALL ON FUNCTION workflows._flow_lock(text) FROM PUBLIC;
 /*
  * The shared side of the same lock: taken by an executor that takes a slot
  * far from the limit (wf_flow_acquire_fast() in src/flow.c) and keeps
- * running the instance in the same transaction.  Whoever counts exactly (the exclusive side)
- * waits until those transactions end, so it sees every slot they took.
+ * running the instance in the same transaction.  Whoever counts exactly
+ * (the exclusive side) waits until those transactions end, so it sees
+ * every slot they took.
  */
 CREATE FUNCTION workflows._flow_lock_shared(workflow text)
     RETURNS void
@@ -427,17 +428,16 @@ REVOKE ALL ON FUNCTION workflows._flow_take(workflows.flow_members, jsonb, jsonb
 
 /*
  * The end of a tick whose instance took its slots on the fast path
- * (src/flow.c): the member's row is written once, now, with what the
- * instance does next -- holds its slots if it goes on running, done if it
- * is final, and still ready if it sleeps, waits or is paused (it held them
- * only inside this transaction, which nobody else sees).  Until this
- * transaction commits, its slot is one of the slack every count allows for
- * (an executor's uncommitted batch), and the shared lock it holds keeps
- * every exact count waiting; nobody was held back for the key when it took
- * the slot, and nobody can be parked before the commit, so there is no one
- * to hand the slot to.
+ * (wf_flow_settle() in src/flow.c) and goes on running: its member's row
+ * is written once, now -- it holds its slots, with the keys they count
+ * under.  (An instance that ended is marked done with the others of the
+ * executor's batch; one that sleeps, waits or is paused held them only
+ * inside this transaction, which nobody else saw, and stays ready.)
+ * Until this transaction commits, its slot is one of the slack every count
+ * allows for (an executor's uncommitted batch), and the shared lock it
+ * holds keeps every exact count waiting.
  */
-CREATE FUNCTION workflows._flow_settle(instance text, new_status text)
+CREATE FUNCTION workflows._flow_settle_holds(instance text)
     RETURNS void
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, workflows, pg_temp
@@ -448,31 +448,22 @@ DECLARE
     c jsonb;
     ks text[] := '{}';
 BEGIN
-    IF new_status = 'running' THEN
-        SELECT w.flow_control, i.params INTO config, params
-          FROM workflows.flow_members f
-          JOIN workflows.instances i ON i.id = f.instance_id
-          LEFT JOIN workflows.workflows w ON w.name = f.workflow
-         WHERE f.instance_id = instance;
-        c := workflows._flow_entries(config);
-        FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
-            ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
-        END LOOP;
-        UPDATE workflows.flow_members f
-           SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
-               debouncing = false
-         WHERE f.instance_id = instance;
-    ELSIF new_status IN ('complete', 'errored', 'terminated') THEN
-        UPDATE workflows.flow_members f SET state = 'done', debouncing = false
-         WHERE f.instance_id = instance;
-    ELSE
-        -- it started: later creates no longer collapse into it
-        UPDATE workflows.flow_members f SET debouncing = false
-         WHERE f.instance_id = instance AND f.debouncing;
-    END IF;
+    SELECT w.flow_control, i.params INTO config, params
+      FROM workflows.flow_members f
+      JOIN workflows.instances i ON i.id = f.instance_id
+      LEFT JOIN workflows.workflows w ON w.name = f.workflow
+     WHERE f.instance_id = instance;
+    c := workflows._flow_entries(config);
+    FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
+        ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
+    END LOOP;
+    UPDATE workflows.flow_members f
+       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
+           debouncing = false
+     WHERE f.instance_id = instance;
 END
 $$;
-REVOKE ALL ON FUNCTION workflows._flow_settle(text, text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION workflows._flow_settle_holds(text) FROM PUBLIC;
 
 /*
  * The executor's hook before an instance with flow control runs while it
