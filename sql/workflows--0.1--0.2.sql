@@ -2596,30 +2596,3 @@ $$;
 REVOKE ALL ON FUNCTION workflows._flow_priority(jsonb, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION workflows._flow_admit_all(text, text[]) FROM PUBLIC;
 
-CREATE FUNCTION workflows._flow_settle_holds(instance text)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, workflows, pg_temp
-    AS $$
-DECLARE
-    config jsonb;
-    params jsonb;
-    c jsonb;
-    ks text[] := '{}';
-BEGIN
-    SELECT w.flow_control, i.params INTO config, params
-      FROM workflows.flow_members f
-      JOIN workflows.instances i ON i.id = f.instance_id
-      LEFT JOIN workflows.workflows w ON w.name = f.workflow
-     WHERE f.instance_id = instance;
-    c := workflows._flow_entries(config);
-    FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
-        ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
-    END LOOP;
-    UPDATE workflows.flow_members f
-       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
-           debouncing = false
-     WHERE f.instance_id = instance;
-END
-$$;
-REVOKE ALL ON FUNCTION workflows._flow_settle_holds(text) FROM PUBLIC;

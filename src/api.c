@@ -1076,23 +1076,24 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	qv[4] = PointerGetDatum(construct_array(params, count, JSONBOID, -1, false, TYPALIGN_INT));
 	qv[5] = CStringGetTextDatum(GetUserNameFromId(caller, false));
 	inserted = wf_query(&q_add_instances, qv, NULL, 0);
-	if (flow && !any_options && inserted > 0)
-	{
-		/* the ids inserted now, for flow control's hook below */
-		Datum	   *fresh_ids = palloc(sizeof(Datum) * inserted);
-
-		for (int k = 0; k < inserted; k++)
-			fresh_ids[k] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1, &isnull);
-		all_fresh = PointerGetDatum(construct_array(fresh_ids, inserted, TEXTOID,
-													-1, false, TYPALIGN_INT));
-	}
-	else if (flow || any_options)
+	if (flow || any_options)
 	{
 		/* the ids inserted now, for flow control's hook below */
 		fresh = hash_create("workflows batch ids fresh", Max(inserted, 16), &ctl,
 							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 		for (int k = 0; k < inserted; k++)
 			(void) hash_search(fresh, wf_get_text(k, 1), HASH_ENTER, NULL);
+		/* and as an array, for a batch without options (_flow_admit_all()) */
+		if (!any_options && inserted > 0)
+		{
+			Datum	   *fresh_ids = palloc(sizeof(Datum) * inserted);
+
+			for (int k = 0; k < inserted; k++)
+				fresh_ids[k] = SPI_getbinval(SPI_tuptable->vals[k], SPI_tuptable->tupdesc, 1,
+											 &isnull);
+			all_fresh = PointerGetDatum(construct_array(fresh_ids, inserted, TEXTOID,
+														-1, false, TYPALIGN_INT));
+		}
 	}
 
 	if ((long) inserted < hash_get_num_entries(seen))
@@ -1130,18 +1131,8 @@ wf_create_batch(PG_FUNCTION_ARGS)
 	 * singleton, every instance just becomes a member, in one statement;
 	 * otherwise options, debounce, singleton, per element
 	 */
-	if (all_fresh != (Datum) 0 && !wf_flow_admit_all(workflow, all_fresh))
-	{
-		ArrayType  *a = DatumGetArrayTypeP(all_fresh);
-		Datum	   *fresh_ids;
-		int			nfresh;
-
-		deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &fresh_ids, NULL, &nfresh);
-		fresh = hash_create("workflows batch ids fresh", Max(nfresh, 16), &ctl,
-							HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		for (int k = 0; k < nfresh; k++)
-			(void) hash_search(fresh, TextDatumGetCString(fresh_ids[k]), HASH_ENTER, NULL);
-	}
+	if (all_fresh != (Datum) 0 && wf_flow_admit_all(workflow, all_fresh))
+		fresh = NULL;
 	if (fresh != NULL)
 	{
 		for (int k = 0; k < count; k++)

@@ -1299,28 +1299,6 @@ make_event(const char *id, Jsonb *params, TimestampTz created)
 }
 
 /*
- * Run a claim query with sequential and bitmap scans off: the only good
- * plan walks the partial index on wake_at, and a plan made while the table
- * looked empty (a seqscan and a sort of every runnable row) would otherwise
- * stay cached and cost milliseconds per claim at scale.  The settings are
- * undone at once.
- */
-static int
-claim(WfQuery *q, Datum *values)
-{
-	int			nest = NewGUCNestLevel();
-	int			n;
-
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	n = wf_query(q, values, NULL, 1);
-	AtEOXact_GUC(true, nest);
-	return n;
-}
-
-/*
  * Create the pinned copy from the stored definition, as the original
  * function's owner (run by wf_run_as()).  The definition was printed by
  * pg_get_functiondef() under register()'s search_path, so it is read back
@@ -1661,8 +1639,9 @@ tick(bool *claimed)
 	bool		child;			/* it has a parent (composition) */
 	char	   *flow_workflow = NULL;	/* flow control: its workflow, */
 	Jsonb	   *flow_config = NULL; /* the workflow's config, */
-	bool		flow_throttled = false; /* a throttle granted its start, */
-	Jsonb	   *flow_params = NULL; /* and its params */
+	bool		flow_throttled = false; /* and a throttle granted its start */
+	Datum		flow_keys = (Datum) 0;	/* the keys of slots taken on the fast path */
+	Jsonb	   *params;
 	bool		flow_commit = false;	/* a step of a shared resource: commit at once */
 	WfFastSlot	fast = WF_FAST_NO;
 
@@ -1694,10 +1673,10 @@ tick(bool *claimed)
 		 * would leave this executor idle while instances wait.
 		 */
 		v[1] = CStringGetTextDatum(cur.id);
-		if (claim(&q_claim_one, v) == 0)
+		if (wf_query_indexed(&q_claim_one, v, NULL, 1) == 0)
 			cur.valid = false;
 	}
-	if (!cur.valid && claim(&q_claim_any, v) == 0)
+	if (!cur.valid && wf_query_indexed(&q_claim_any, v, NULL, 1) == 0)
 	{
 		end_batch();
 		batch.streak = 0;
@@ -1727,9 +1706,9 @@ tick(bool *claimed)
 		flow_workflow = wf_get_text(0, 15);
 		flow_config = wf_get_jsonb(0, 16);
 		flow_throttled = DatumGetBool(wf_get_datum(0, 17, &isnull));
-		flow_params = wf_get_jsonb(0, 4);
 	}
-	event = make_event(id, wf_get_jsonb(0, 4),
+	params = wf_get_jsonb(0, 4);
+	event = make_event(id, params,
 					   DatumGetTimestampTz(wf_get_datum(0, 5, &isnull)));
 
 	/* a command left while another executor held the instance */
@@ -1762,7 +1741,7 @@ tick(bool *claimed)
 	if (flow != NULL && strcmp(flow, "holds") != 0 &&
 		(strcmp(flow_exact, id) == 0 || command != NULL ||
 		 (fast = wf_flow_acquire_fast(flow_workflow, flow_config, flow_throttled,
-									  flow_params)) != WF_FAST_TOOK_LATER))
+									  params, &flow_keys)) != WF_FAST_TOOK_LATER))
 	{
 		bool		may_run;
 
@@ -2137,15 +2116,20 @@ tick(bool *claimed)
 	 * holding them: here, if nobody is held back for them; otherwise they
 	 * go to the next in a transaction of their own after this commits.
 	 */
-	if (fast == WF_FAST_TOOK_LATER && batch.ndone < WF_BATCH_INSTANCES + 1 &&
+	if (fast == WF_FAST_TOOK_LATER &&
 		(strcmp(out.status, "complete") == 0 || strcmp(out.status, "errored") == 0 ||
 		 strcmp(out.status, "terminated") == 0))
 	{
 		/* done, with the others of the batch, in one statement before it commits */
+		if (batch.ndone == WF_BATCH_INSTANCES + 1)
+		{
+			wf_flow_settle_done(batch.done, batch.ndone);
+			batch.ndone = 0;
+		}
 		strlcpy(batch.done[batch.ndone++], id, WF_MAX_ID_LEN + 1);
 	}
 	else if (fast == WF_FAST_TOOK_LATER)
-		wf_flow_settle(id, out.status);
+		wf_flow_settle(id, out.status, flow_keys);
 	else if (flow != NULL && strcmp(out.status, "running") != 0 &&
 			 !wf_flow_release_now(id, out.status) &&
 			 batch.nreleases < WF_BATCH_INSTANCES + 1)

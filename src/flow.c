@@ -70,9 +70,12 @@ static WfQuery q_flow_release_after = {
 	3, {TEXTOID, INT8OID, BOOLOID}, NULL
 };
 
-static WfQuery q_flow_settle_holds = {
-	"SELECT workflows._flow_settle_holds($1)",
-	1, {TEXTOID}, NULL
+static WfQuery q_settle_holds = {
+	"UPDATE workflows.flow_members "
+	"   SET state = 'holds', keys = $2, held_on = NULL, held_key = NULL, held_since = NULL, "
+	"       debouncing = false "
+	" WHERE instance_id = $1",
+	2, {TEXTOID, TEXTARRAYOID}, NULL
 };
 
 static WfQuery q_flow_release_now = {
@@ -116,17 +119,11 @@ static WfQuery q_fast_config = {
 	2, {TEXTOID, JSONBOID}, NULL
 };
 
-/*
- * The end of a tick that took its slots on the fast path and does not go
- * on running: still ready (no longer debouncing), or done if it ended and
- * the batch's list of those was full.
- */
-static WfQuery q_settle_stopped = {
-	"UPDATE workflows.flow_members "
-	"   SET state = CASE WHEN $2 IN ('complete', 'errored', 'terminated') THEN 'done' ELSE state END, "
-	"       debouncing = false "
-	" WHERE instance_id = $1 AND ($2 IN ('complete', 'errored', 'terminated') OR debouncing)",
-	2, {TEXTOID, TEXTOID}, NULL
+/* a debounced instance that took its slots and sleeps or waits: it started */
+static WfQuery q_settle_started = {
+	"UPDATE workflows.flow_members SET debouncing = false "
+	" WHERE instance_id = $1 AND debouncing",
+	1, {TEXTOID}, NULL
 };
 
 static WfQuery q_flow_repair = {
@@ -229,25 +226,6 @@ wf_flow_acquire(const char *id)
 	return DatumGetBool(wf_get_datum(0, 1, &isnull));
 }
 
-/*
- * Run a statement whose only good plan walks an index of flow_members, with
- * sequential scans off: a generic plan made while the table was small (a
- * fresh database, before autoanalyze) would otherwise stay cached and read
- * every member, for every instance.  The setting is undone at once.
- */
-static int
-query_indexed(WfQuery *q, Datum *values, long count)
-{
-	int			nest = NewGUCNestLevel();
-	int			n;
-
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	n = wf_query(q, values, NULL, count);
-	AtEOXact_GUC(true, nest);
-	return n;
-}
-
 /* a number of a flow-control config as an int64 (validated: an integer) */
 static int64
 config_int(JsonbValue *v)
@@ -268,8 +246,8 @@ config_int(JsonbValue *v)
  * of the member, its workflow and its params came with the claim
  * (executor.c); a config changed since is seen under the lock.
  *
- * WF_FAST_TOOK_LATER: it took them; the tick ends with wf_flow_settle() or
- * wf_flow_settle_done(), which write the member's row once (until this
+ * WF_FAST_TOOK_LATER: it took them (*taken: the keys, a text[]); the tick
+ * ends with wf_flow_settle() or wf_flow_settle_done(), which write the member's row once (until this
  * transaction commits, the slot is part of the slack every count allows
  * for, and the shared lock keeps every exact count waiting; the member's
  * row is the instance's, whose row the executor holds).  Otherwise the
@@ -284,7 +262,8 @@ config_int(JsonbValue *v)
  * control.
  */
 WfFastSlot
-wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled, Jsonb *params)
+wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled, Jsonb *params,
+					 Datum *taken)
 {
 	int64		slack = (int64) wf_max_workers * WF_FLOW_SLACK_PER_EXECUTOR;
 	Datum		v[5];
@@ -362,10 +341,14 @@ wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled, Jsonb 
 		v[2] = Int64GetDatum(slack);
 		v[3] = Int64GetDatum(limits[i]);
 		v[4] = JsonbPGetDatum(config);
-		query_indexed(&q_fast_busy[i], v, 1);
+		wf_query_indexed(&q_fast_busy[i], v, NULL, 1);
 		if (DatumGetBool(wf_get_datum(0, 1, &isnull)))
 			return WF_FAST_NO_LOCKED;
 	}
+	/* the keys the slots count under, for wf_flow_settle() */
+	for (int i = 0; i < nentries; i++)
+		v[i] = CStringGetTextDatum(keys[i]);
+	*taken = PointerGetDatum(construct_array(v, nentries, TEXTOID, -1, false, TYPALIGN_INT));
 	return WF_FAST_TOOK_LATER;
 }
 
@@ -403,23 +386,23 @@ wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*en
 /*
  * The end of a tick whose instance took its slots on the fast path and did
  * not end (wf_flow_settle_done() is for those), in its transaction: its
- * member's row is written once -- it holds its slots if it goes on running
- * (_flow_settle_holds() adds their keys); if it sleeps, waits or is
- * paused it held them only inside this transaction, which nobody else saw,
- * and stays ready (a debounced instance is no longer debouncing: it
- * started).
+ * member's row is written once -- it holds its slots, under the keys the
+ * fast path counted them (taken), if it goes on running; if it sleeps,
+ * waits or is paused it held them only inside this transaction, which
+ * nobody else saw, and stays ready (a debounced instance is no longer
+ * debouncing: it started).
  */
 void
-wf_flow_settle(const char *id, const char *status)
+wf_flow_settle(const char *id, const char *status, Datum taken)
 {
 	Datum		v[2];
 
 	v[0] = CStringGetTextDatum(id);
-	v[1] = CStringGetTextDatum(status);
+	v[1] = taken;
 	if (strcmp(status, "running") == 0)
-		wf_query(&q_flow_settle_holds, v, NULL, 0);
+		wf_query(&q_settle_holds, v, NULL, 0);
 	else
-		wf_query(&q_settle_stopped, v, NULL, 0);
+		wf_query(&q_settle_started, v, NULL, 0);
 }
 
 /*
@@ -441,7 +424,7 @@ wf_flow_settle_done(char ids[][WF_MAX_ID_LEN + 1], int count)
 	for (int i = 0; i < count; i++)
 		d[i] = CStringGetTextDatum(ids[i]);
 	v[0] = PointerGetDatum(construct_array(d, count, TEXTOID, -1, false, TYPALIGN_INT));
-	query_indexed(&q_settle_done, v, 0);
+	wf_query_indexed(&q_settle_done, v, NULL, 0);
 }
 
 /*

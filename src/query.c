@@ -32,6 +32,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/syscache.h"
 
@@ -68,6 +69,29 @@ wf_query(WfQuery *q, Datum *values, const char *nulls, long count)
 		elog(ERROR, "SPI_execute_plan failed for \"%s\": %s",
 			 q->sql, SPI_result_code_string(rc));
 	return (int) SPI_processed;
+}
+
+/*
+ * wf_query() for a statement whose only good plan walks an index, with
+ * sequential and bitmap scans off: a plan made while its table looked
+ * empty (a fresh database, before autoanalyze) would otherwise stay cached
+ * and read every row at every execution once the table has grown (the
+ * claim's scan of wake_at, flow control's counts).  The settings are
+ * undone at once.
+ */
+int
+wf_query_indexed(WfQuery *q, Datum *values, const char *nulls, long count)
+{
+	int			nest = NewGUCNestLevel();
+	int			n;
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	n = wf_query(q, values, nulls, count);
+	AtEOXact_GUC(true, nest);
+	return n;
 }
 
 Datum

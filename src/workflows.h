@@ -298,6 +298,7 @@ typedef struct WfQuery
 } WfQuery;
 
 extern int	wf_query(WfQuery *q, Datum *values, const char *nulls, long count);
+extern int	wf_query_indexed(WfQuery *q, Datum *values, const char *nulls, long count);
 /* api.c: the role a control command acts for (see run_command()) */
 extern Oid	wf_acting_role(void);
 extern Oid	wf_set_acting_role(Oid role);
@@ -325,9 +326,9 @@ typedef enum WfFastSlot
 	WF_FAST_NO_LOCKED			/* commit first, then the exact path */
 } WfFastSlot;
 extern WfFastSlot wf_flow_acquire_fast(const char *workflow, Jsonb *config, bool throttled,
-									   Jsonb *params);
+									   Jsonb *params, Datum *taken);
 extern bool wf_flow_admit_all(const char *workflow, Datum ids);
-extern void wf_flow_settle(const char *id, const char *status);
+extern void wf_flow_settle(const char *id, const char *status, Datum taken);
 extern void wf_flow_settle_done(char ids[][WF_MAX_ID_LEN + 1], int count);
 extern bool wf_flow_release_now(const char *id, const char *status);
 extern void wf_flow_release_after(const char *id, int64 rev, void (*begin) (void), void (*end) (void));

@@ -427,45 +427,6 @@ $$;
 REVOKE ALL ON FUNCTION workflows._flow_take(workflows.flow_members, jsonb, jsonb) FROM PUBLIC;
 
 /*
- * The end of a tick whose instance took its slots on the fast path
- * (wf_flow_settle() in src/flow.c) and goes on running: its member's row
- * is written once, now -- it holds its slots, with the keys they count
- * under.  (An instance that ended is marked done with the others of the
- * executor's batch; one that sleeps, waits or is paused held them only
- * inside this transaction, which nobody else saw, and stays ready.)
- * Until this transaction commits, its slot is one of the slack every count
- * allows for (an executor's uncommitted batch), and the shared lock it
- * holds keeps every exact count waiting.
- */
-CREATE FUNCTION workflows._flow_settle_holds(instance text)
-    RETURNS void
-    LANGUAGE plpgsql VOLATILE
-    SET search_path = pg_catalog, workflows, pg_temp
-    AS $$
-DECLARE
-    config jsonb;
-    params jsonb;
-    c jsonb;
-    ks text[] := '{}';
-BEGIN
-    SELECT w.flow_control, i.params INTO config, params
-      FROM workflows.flow_members f
-      JOIN workflows.instances i ON i.id = f.instance_id
-      LEFT JOIN workflows.workflows w ON w.name = f.workflow
-     WHERE f.instance_id = instance;
-    c := workflows._flow_entries(config);
-    FOR n IN 1 .. pg_catalog.jsonb_array_length(c) LOOP
-        ks := ks || workflows._flow_key(params, c->(n - 1)->>'key');
-    END LOOP;
-    UPDATE workflows.flow_members f
-       SET state = 'holds', keys = ks, held_on = NULL, held_key = NULL, held_since = NULL,
-           debouncing = false
-     WHERE f.instance_id = instance;
-END
-$$;
-REVOKE ALL ON FUNCTION workflows._flow_settle_holds(text) FROM PUBLIC;
-
-/*
  * The executor's hook before an instance with flow control runs while it
  * holds no slot (src/flow.c): the throttle grants it a start (or delays it
  * to the start it grants: wake_at in the future), then it takes its
