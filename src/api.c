@@ -1224,9 +1224,10 @@ static WfQuery q_lock_finished = {
 };
 
 /*
- * Delete the instance (steps, attempts, events and requests go with it by
- * cascade) and every audit row about it, and leave one row saying that it
- * was erased, when and by whom: nothing else of it remains.
+ * Delete the instance (steps and attempts go with it by the trigger
+ * instances_deleted, events and requests by cascade) and every audit row
+ * about it, and leave one row saying that it was erased, when and by whom:
+ * nothing else of it remains.
  */
 static WfQuery q_erase = {
 	"WITH old AS (DELETE FROM workflows.audit WHERE instance_id = $1), "

@@ -35,8 +35,7 @@ ALTER TABLE workflows.workflows ADD COLUMN flow_control jsonb;
 CREATE TABLE workflows.flow_members (
     instance_id   text PRIMARY KEY REFERENCES workflows.instances (id) ON DELETE CASCADE,
     workflow      text NOT NULL,
-    state         text NOT NULL DEFAULT 'ready'
-                  CHECK (state IN ('ready', 'holds', 'held', 'done')),
+    state         text NOT NULL DEFAULT 'ready',
     -- the concurrency key of each entry when it last took its slots
     keys          text[] NOT NULL DEFAULT '{}',
     priority      integer NOT NULL DEFAULT 0,
@@ -52,6 +51,7 @@ CREATE TABLE workflows.flow_members (
     debouncing    boolean NOT NULL DEFAULT false,
     seq           bigint GENERATED ALWAYS AS IDENTITY
 );
+COMMENT ON COLUMN workflows.flow_members.state IS 'ready, holds, held or done';
 CREATE INDEX flow_members_holding_1 ON workflows.flow_members (workflow, (keys[1])) WHERE state = 'holds';
 -- (a second entry's key: members of one-entry configs are not in it)
 CREATE INDEX flow_members_holding_2 ON workflows.flow_members (workflow, (keys[2]))
