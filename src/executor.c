@@ -289,6 +289,8 @@ static bool tick_wrote = false;
 static char flow_exact[WF_MAX_ID_LEN + 1];
 /* the instance the current tick claimed ("" between ticks), for safe_tick() */
 static char ticking[WF_MAX_ID_LEN + 1];
+/* the time of the last claim that found nothing due (next_wake()) */
+static TimestampTz claimed_none_at = 0;
 static void pin_session_settings(GucAction action);
 
 /* what inline_step() needs of the tick that runs the replay */
@@ -1727,6 +1729,7 @@ tick(bool *claimed)
 	}
 	if (!cur.valid && claim(v) == 0)
 	{
+		claimed_none_at = now;
 		end_batch();
 		batch.streak = 0;
 		return false;
@@ -2348,7 +2351,14 @@ sweep_events(void)
 	return skipped > 0;
 }
 
-/* earliest future wake time of any instance, or 0 */
+/*
+ * Earliest wake time of any instance after the last claim that found
+ * nothing, or 0.  After that claim, not after now: an instance that became
+ * due between the two was not there for the claim, and would be missed
+ * until something else woke the executor (in a burst of sleepers, one in a
+ * few hundred was a second late).  One that another executor holds is
+ * looked past by the next empty claim, so this never spins.
+ */
 static TimestampTz
 next_wake(void)
 {
@@ -2363,7 +2373,7 @@ next_wake(void)
 		end_tx();
 		return TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
 	}
-	v[0] = TimestampTzGetDatum(GetCurrentTimestamp());
+	v[0] = TimestampTzGetDatum(claimed_none_at != 0 ? claimed_none_at : GetCurrentTimestamp());
 	if (wf_query(&q_next_wake, v, NULL, 1) == 1)
 	{
 		Datum		d = wf_get_datum(0, 1, &isnull);
