@@ -104,13 +104,13 @@ kept=$(q "SELECT count(*) FROM workflows.instances")
 bytes() {
     q "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c
         WHERE c.oid IN ('workflows.instances'::regclass, 'workflows.steps'::regclass,
-                        'workflows.attempts'::regclass)"
+                        COALESCE(to_regclass('workflows.attempt_log'), 'workflows.attempts'::regclass))"
 }
 as_is=$(bytes)
 say "kept: $kept instances, $done_steps completed steps"
 say "bytes per completed step (instances, steps, attempts with their indexes): $(calc "$as_is / $done_steps") as is"
 q "VACUUM FULL workflows.instances" >/dev/null 2>&1 || true
 q "VACUUM FULL workflows.steps" >/dev/null 2>&1 || true
-q "VACUUM FULL workflows.attempts" >/dev/null 2>&1 || true
+q "VACUUM FULL workflows.attempt_log" >/dev/null 2>&1 || q "VACUUM FULL workflows.attempts" >/dev/null 2>&1 || true
 done_steps=$(q "SELECT count(*) FROM workflows.steps WHERE status = 'complete'")
 say "bytes per completed step after VACUUM FULL: $(calc "$(bytes) / $done_steps")"

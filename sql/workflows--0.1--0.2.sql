@@ -496,7 +496,14 @@ BEGIN
          WHERE e.instance_id = instance AND e.consumed_by IN (
                SELECT s.key FROM workflows.steps s
                 WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0));
-        -- (their attempts stay, under the run number being replaced)
+        -- (their attempts stay, under the run number being replaced: a first
+        -- attempt kept in its step's row gets a row of its own)
+        INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at,
+                                           ended_at, success, run)
+        SELECT s.instance_id, s.key, 1, s.started_at, s.ended_at, true, s.attempt_run
+          FROM workflows.steps s
+         WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0)
+           AND s.attempt_run IS NOT NULL;
         DELETE FROM workflows.steps s WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0);
         new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
         UPDATE workflows.instances
@@ -2635,7 +2642,7 @@ CREATE FUNCTION workflows._instances_deleted()
     SET search_path = pg_catalog, workflows, pg_temp
     AS $$
 BEGIN
-    DELETE FROM workflows.attempts a USING gone g WHERE a.instance_id = g.id;
+    DELETE FROM workflows.attempt_log a USING gone g WHERE a.instance_id = g.id;
     DELETE FROM workflows.steps s USING gone g WHERE s.instance_id = g.id;
     RETURN NULL;
 END
@@ -2644,3 +2651,73 @@ REVOKE ALL ON FUNCTION workflows._instances_deleted() FROM PUBLIC;
 CREATE TRIGGER instances_deleted AFTER DELETE ON workflows.instances
     REFERENCING OLD TABLE AS gone
     FOR EACH STATEMENT EXECUTE FUNCTION workflows._instances_deleted();
+
+/*
+ * A step whose first attempt succeeded keeps that attempt in its own row
+ * (steps.attempt_run); the other attempts are rows of workflows.attempt_log,
+ * and the view workflows.attempts shows them all, as the table of that name
+ * did (sql/install/27_attempts.sql).  Rows already written stay where they
+ * are: every one of them is in attempt_log.
+ */
+ALTER TABLE workflows.attempts RENAME TO attempt_log;
+ALTER TABLE workflows.steps ADD COLUMN attempt_run integer;
+COMMENT ON COLUMN workflows.steps.attempt_run IS
+    'the run of the step''s one attempt, when it succeeded the first time and has no row in workflows.attempt_log';
+CREATE VIEW workflows.attempts WITH (security_invoker = true) AS
+    SELECT a.instance_id, a.step_key, a.attempt, a.started_at, a.ended_at, a.success,
+           a.error, a.run, a.detail
+      FROM workflows.attempt_log a
+    UNION ALL
+    SELECT s.instance_id, s.key, 1, s.started_at, s.ended_at, true,
+           NULL::jsonb, s.attempt_run, NULL::jsonb
+      FROM workflows.steps s
+     WHERE s.attempt_run IS NOT NULL;
+COMMENT ON VIEW workflows.attempts IS
+    'every attempt of every step: start, end, success, error, run, detail (what a step kind reported)';
+GRANT SELECT ON workflows.attempts TO PUBLIC;
+/*
+ * The view is read-only.  INSTEAD OF triggers make a write to it a matter of
+ * privileges, as a write to the table it replaces was: a role without them
+ * gets "permission denied" (42501), and one with them an error, not a
+ * silent write to nothing.
+ */
+CREATE FUNCTION workflows._attempts_read_only()
+    RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, workflows, pg_temp
+    AS $$
+BEGIN
+    RAISE EXCEPTION 'workflows.attempts is a view of attempts the extension records; it cannot be changed'
+        USING ERRCODE = 'feature_not_supported';
+END
+$$;
+REVOKE ALL ON FUNCTION workflows._attempts_read_only() FROM PUBLIC;
+CREATE TRIGGER attempts_read_only INSTEAD OF INSERT OR UPDATE OR DELETE ON workflows.attempts
+    FOR EACH ROW EXECUTE FUNCTION workflows._attempts_read_only();
+-- a view of 0.1 that read the table now reads the view
+CREATE OR REPLACE VIEW workflows.step_metrics WITH (security_invoker = true) AS
+    WITH st AS (
+        SELECT i.workflow, s.name,
+               count(*) AS runs,
+               count(*) FILTER (WHERE s.status = 'complete') AS completed,
+               count(*) FILTER (WHERE s.status = 'failed') AS failed,
+               count(*) FILTER (WHERE s.status = 'retrying') AS retrying
+          FROM workflows.steps s JOIN workflows.instances i ON i.id = s.instance_id
+         WHERE s.type = 'step'
+         GROUP BY 1, 2),
+    att AS (
+        SELECT i.workflow, s.name,
+               count(*) AS attempts,
+               count(*) FILTER (WHERE NOT a.success) AS failures,
+               round((percentile_cont(0.50) WITHIN GROUP (ORDER BY extract(epoch FROM a.ended_at - a.started_at)))::numeric, 6)::float8 AS p50_seconds,
+               round((percentile_cont(0.95) WITHIN GROUP (ORDER BY extract(epoch FROM a.ended_at - a.started_at)))::numeric, 6)::float8 AS p95_seconds
+          FROM workflows.attempts a
+          JOIN workflows.steps s ON s.instance_id = a.instance_id AND s.key = a.step_key
+          JOIN workflows.instances i ON i.id = a.instance_id
+         GROUP BY 1, 2)
+    SELECT st.workflow, st.name AS step, st.runs, st.completed, st.failed, st.retrying,
+           COALESCE(att.attempts, 0) AS attempts,
+           COALESCE(att.failures, 0) AS failures,
+           round(COALESCE(att.failures, 0)::numeric / NULLIF(att.attempts, 0), 4) AS failure_rate,
+           att.p50_seconds, att.p95_seconds
+      FROM st LEFT JOIN att ON att.workflow = st.workflow AND att.name = st.name;

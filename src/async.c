@@ -214,7 +214,7 @@ static WfQuery q_call_end = {
 	"    wake_at = $8, interrupted = $11 "
 	"  WHERE instance_id = $1 AND key = $2 AND status = 'calling' AND attempts = $6 "
 	"  RETURNING instance_id), "
-	"a AS (INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, "
+	"a AS (INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at, "
 	"    ended_at, success, error, run, detail) "
 	"  SELECT $1, $2, $6, $9, $10, $3 = 'complete', $5, i.run, $12 "
 	"  FROM s JOIN workflows.instances i ON i.id = s.instance_id), "

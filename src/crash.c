@@ -89,7 +89,7 @@ static WfQuery q_step_state = {
 };
 
 static WfQuery q_crashes = {
-	"SELECT count(*) FROM workflows.attempts WHERE instance_id = $1 AND step_key = $2 "
+	"SELECT count(*) FROM workflows.attempt_log WHERE instance_id = $1 AND step_key = $2 "
 	"AND error->>'sqlstate' = 'WF008' "
 	"AND run = (SELECT run FROM workflows.instances WHERE id = $1)",
 	2, {TEXTOID, TEXTOID}, NULL
@@ -108,7 +108,7 @@ static WfQuery q_crash_step = {
 };
 
 static WfQuery q_crash_attempt = {
-	"INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, ended_at, "
+	"INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at, ended_at, "
 	"  success, error, run) VALUES ($1, $2, $3, $4, now(), false, $5, "
 	"  (SELECT run FROM workflows.instances WHERE id = $1)) "
 	"ON CONFLICT DO NOTHING",

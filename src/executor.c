@@ -98,7 +98,7 @@
 #define INSTANCE_COLUMNS \
 	"SELECT i.id, i.owner::oid, i.status, i.params, i.created_at, i.revision, v.fn::oid, " \
 	"  r.command, r.from_step, v.fn_hash, v.code, v.version_id, f.state, " \
-	"  i.parent IS NOT NULL, i.workflow, w.flow_control, f.throttled_at IS NOT NULL " \
+	"  i.parent IS NOT NULL, i.workflow, w.flow_control, f.throttled_at IS NOT NULL, i.run " \
 	"FROM workflows.instances i JOIN workflows.versions v ON v.version_id = i.version_id " \
 	"LEFT JOIN workflows.requests r ON r.instance_id = i.id " \
 	"LEFT JOIN workflows.flow_members f ON f.instance_id = i.id " \
@@ -135,20 +135,22 @@ static WfQuery q_memos = {
 
 static WfQuery q_step_upsert = {
 	"INSERT INTO workflows.steps AS s (instance_id, key, seq, name, type, status, output, "
-	"  error, config, hash, attempts, started_at, ended_at, wake_at, request, interrupted) "
-	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) "
+	"  error, config, hash, attempts, started_at, ended_at, wake_at, request, interrupted, "
+	"  attempt_run) "
+	"VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17) "
 	"ON CONFLICT (instance_id, key) DO UPDATE SET status = EXCLUDED.status, "
 	"  output = EXCLUDED.output, error = EXCLUDED.error, config = EXCLUDED.config, "
 	"  attempts = EXCLUDED.attempts, ended_at = EXCLUDED.ended_at, wake_at = EXCLUDED.wake_at, "
 	"  seq = EXCLUDED.seq, request = EXCLUDED.request, "
-	"  interrupted = GREATEST(s.interrupted, EXCLUDED.interrupted)",
-	16, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID,
+	"  interrupted = GREATEST(s.interrupted, EXCLUDED.interrupted), "
+	"  attempt_run = EXCLUDED.attempt_run",
+	17, {TEXTOID, TEXTOID, INT4OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, JSONBOID,
 		JSONBOID, INT8OID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, TIMESTAMPTZOID, JSONBOID,
-	INT4OID}, NULL
+	INT4OID, INT4OID}, NULL
 };
 
 static WfQuery q_attempt = {
-	"INSERT INTO workflows.attempts (instance_id, step_key, attempt, started_at, "
+	"INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at, "
 	"  ended_at, success, error, run) VALUES ($1, $2, $3, $4, $5, $6, $7, "
 	"  (SELECT run FROM workflows.instances WHERE id = $1))",
 	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID, JSONBOID}, NULL
@@ -291,6 +293,8 @@ static char flow_exact[WF_MAX_ID_LEN + 1];
 static char ticking[WF_MAX_ID_LEN + 1];
 /* the time of the last claim that found nothing due (next_wake()) */
 static TimestampTz claimed_none_at = 0;
+/* the run of the instance the current tick claimed (instances.run) */
+static int	tick_run = 1;
 static void pin_session_settings(GucAction action);
 
 /* what inline_step() needs of the tick that runs the replay */
@@ -576,12 +580,12 @@ load_memos(const char *id)
 
 /* write a step row (insert or update); NULL pointers and 0 times are NULL */
 static void
-save_step(const char *id, WfAction *a, const char *type, const char *status,
-		  Jsonb *output, Jsonb *error, Jsonb *config, int attempts,
-		  TimestampTz ended, TimestampTz wake)
+save_step_run(const char *id, WfAction *a, const char *type, const char *status,
+			  Jsonb *output, Jsonb *error, Jsonb *config, int attempts,
+			  TimestampTz ended, TimestampTz wake, int attempt_run)
 {
-	Datum		v[16];
-	char		n[16];
+	Datum		v[17];
+	char		n[17];
 
 	tick_wrote = true;
 	memset(n, ' ', sizeof(n));
@@ -609,9 +613,21 @@ save_step(const char *id, WfAction *a, const char *type, const char *status,
 	n[14] = (a->kind == WF_ACT_STEP && a->step_kind != NULL && a->step_kind->run == NULL &&
 			 a->args != NULL) ? ' ' : 'n';
 	v[15] = Int32GetDatum(a->interrupted);
+	/* a first attempt that succeeded, kept in the step's row (attempts view) */
+	v[16] = Int32GetDatum(attempt_run);
+	n[16] = attempt_run > 0 ? ' ' : 'n';
 	wf_query(&q_step_upsert, v, n, 0);
 	if (strcmp(status, "complete") == 0 || strcmp(status, "failed") == 0)
 		wf_compose_notify_step(id, a->key, a->seq, status);
+}
+
+/* the step's new state, its attempts (if any) being in workflows.attempt_log */
+static void
+save_step(const char *id, WfAction *a, const char *type, const char *status,
+		  Jsonb *output, Jsonb *error, Jsonb *config, int attempts,
+		  TimestampTz ended, TimestampTz wake)
+{
+	save_step_run(id, a, type, status, output, error, config, attempts, ended, wake, 0);
 }
 
 /* remember a step's new state in the replay cache */
@@ -851,6 +867,18 @@ record_attempt(const char *id, WfAction *a, Jsonb *config, TimestampTz start,
 	v[3] = TimestampTzGetDatum(start);
 	v[4] = TimestampTzGetDatum(end);
 
+	if (error == NULL && a->attempt == 1 && a->interrupted == 0 && a->is_new)
+	{
+		/*
+		 * The first attempt succeeded: the step's row is the attempt's
+		 * record too (the workflows.attempts view), with the attempt's
+		 * start as the step's.
+		 */
+		a->started = start;
+		save_step_run(id, a, "step", "complete", output, NULL, config, 1, end, 0, tick_run);
+		memo_step(a, 's', 'c', output, NULL, 1, 0);
+		return true;
+	}
 	if (error == NULL)
 	{
 		save_step(id, a, "step", "complete", output, NULL, config, a->attempt, end, 0);
@@ -1752,6 +1780,7 @@ tick(bool *claimed)
 	version = wf_get_text(0, 12);
 	flow = wf_get_text(0, 13);
 	child = DatumGetBool(wf_get_datum(0, 14, &isnull));
+	tick_run = DatumGetInt32(wf_get_datum(0, 18, &isnull));
 	if (flow != NULL)
 	{
 		/* for the fast path of flow control (flow.c) */

@@ -293,7 +293,7 @@ typedef struct WfQuery
 {
 	const char *sql;
 	int			nargs;
-	Oid			argtypes[16];
+	Oid			argtypes[20];
 	SPIPlanPtr	plan;			/* prepared on first use, kept */
 } WfQuery;
 

@@ -106,9 +106,12 @@ CREATE TABLE workflows.steps (
  * Attempts belong to the instance, not to the step row: a restart deletes
  * the step rows it runs again, but keeps the attempts (and their errors) of
  * the run it replaces, under that run's number, until the instance goes.
- * (The columns are in the order an updated 0.1 database has them.)
+ * (The columns are in the order an updated 0.1 database has them.)  Users
+ * read them in the view workflows.attempts (sql/install/27_attempts.sql): a
+ * step whose first attempt succeeded keeps that attempt in its own row
+ * (steps.attempt_run), and only the other attempts have a row here.
  */
-CREATE TABLE workflows.attempts (
+CREATE TABLE workflows.attempt_log (
     instance_id text NOT NULL,
     step_key    text NOT NULL,
     attempt     integer NOT NULL,
@@ -136,7 +139,7 @@ CREATE FUNCTION workflows._instances_deleted()
     SET search_path = pg_catalog, workflows, pg_temp
     AS $$
 BEGIN
-    DELETE FROM workflows.attempts a USING gone g WHERE a.instance_id = g.id;
+    DELETE FROM workflows.attempt_log a USING gone g WHERE a.instance_id = g.id;
     DELETE FROM workflows.steps s USING gone g WHERE s.instance_id = g.id;
     RETURN NULL;
 END
@@ -216,7 +219,7 @@ SELECT pg_catalog.pg_extension_config_dump('workflows.workflows', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.versions', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.instances', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.steps', '');
-SELECT pg_catalog.pg_extension_config_dump('workflows.attempts', '');
+SELECT pg_catalog.pg_extension_config_dump('workflows.attempt_log', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.events', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.requests', '');
 SELECT pg_catalog.pg_extension_config_dump('workflows.audit', '');
@@ -244,8 +247,8 @@ ALTER TABLE workflows.steps ENABLE ROW LEVEL SECURITY;
 CREATE POLICY steps_visible ON workflows.steps FOR SELECT
     USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
 
-ALTER TABLE workflows.attempts ENABLE ROW LEVEL SECURITY;
-CREATE POLICY attempts_visible ON workflows.attempts FOR SELECT
+ALTER TABLE workflows.attempt_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY attempts_visible ON workflows.attempt_log FOR SELECT
     USING (EXISTS (SELECT 1 FROM workflows.instances i WHERE i.id = instance_id));
 
 ALTER TABLE workflows.events ENABLE ROW LEVEL SECURITY;
@@ -263,7 +266,7 @@ CREATE POLICY audit_visible ON workflows.audit FOR SELECT
 REVOKE ALL ON ALL TABLES IN SCHEMA workflows FROM PUBLIC;
 GRANT USAGE ON SCHEMA workflows TO PUBLIC;
 GRANT SELECT ON workflows.workflows, workflows.versions, workflows.instances,
-    workflows.steps, workflows.attempts, workflows.events, workflows.requests,
+    workflows.steps, workflows.attempt_log, workflows.events, workflows.requests,
     workflows.audit TO PUBLIC;
 
 /*

@@ -17,7 +17,7 @@ ALTER TABLE workflows.steps ADD COLUMN request jsonb;
 -- the steps whose call is in flight (few): counted by step-level flow control
 CREATE INDEX steps_calling ON workflows.steps (instance_id) WHERE status = 'calling';
 -- what the kind reported about the attempt (HTTP: {"httpStatus": 200})
-ALTER TABLE workflows.attempts ADD COLUMN detail jsonb;
+ALTER TABLE workflows.attempt_log ADD COLUMN detail jsonb;
 
 /*
  * Secrets, per role: write-only (no grants; set_secret() and drop_secret()

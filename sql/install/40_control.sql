@@ -70,7 +70,14 @@ BEGIN
          WHERE e.instance_id = instance AND e.consumed_by IN (
                SELECT s.key FROM workflows.steps s
                 WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0));
-        -- (their attempts stay, under the run number being replaced)
+        -- (their attempts stay, under the run number being replaced: a first
+        -- attempt kept in its step's row gets a row of its own)
+        INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at,
+                                           ended_at, success, run)
+        SELECT s.instance_id, s.key, 1, s.started_at, s.ended_at, true, s.attempt_run
+          FROM workflows.steps s
+         WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0)
+           AND s.attempt_run IS NOT NULL;
         DELETE FROM workflows.steps s WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0);
         new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
         UPDATE workflows.instances

@@ -13,7 +13,7 @@
 \set VERBOSITY terse
 SET client_min_messages = warning;
 
-SELECT plan(84);
+SELECT plan(86);
 
 DROP ROLE IF EXISTS wf_tap_alice;
 DROP ROLE IF EXISTS wf_tap_bob;
@@ -419,7 +419,11 @@ SELECT throws_ok($$UPDATE workflows.steps SET output = '"forged"' WHERE instance
 SELECT throws_ok($$INSERT INTO workflows.events (instance_id, type) VALUES ('alice-who', 'go')$$,
     '42501', 'permission denied for table events', 'alice: INSERT an event');
 SELECT throws_ok($$DELETE FROM workflows.attempts$$,
-    '42501', 'permission denied for table attempts', 'alice: DELETE attempts');
+    '42501', 'permission denied for view attempts', 'alice: DELETE attempts');
+SELECT throws_ok($$DELETE FROM workflows.attempt_log$$,
+    '42501', 'permission denied for table attempt_log', 'alice: DELETE the attempt log');
+SELECT throws_ok($$UPDATE workflows.attempts SET success = true WHERE instance_id = 'alice-who'$$,
+    '42501', 'permission denied for view attempts', 'alice: UPDATE attempts');
 SELECT throws_ok($$INSERT INTO workflows.requests (instance_id, command, requested_by) VALUES ('alice-who', 'restart', 'wf_tap_alice')$$,
     '42501', 'permission denied for table requests', 'alice: INSERT a request');
 SELECT throws_ok($$UPDATE workflows.versions SET fn = 'alice_who(jsonb)'$$,
