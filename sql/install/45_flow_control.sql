@@ -455,8 +455,11 @@ BEGIN
         RETURN true;
     END IF;
     SELECT * INTO i FROM workflows.instances x WHERE x.id = instance;
-    SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = m.workflow;
+    -- the config under the lock: read before, it could be one that
+    -- set_flow_control() replaced while we waited for the lock, and the
+    -- members it released would not include one held back by the old one
     PERFORM workflows._flow_lock(m.workflow);
+    SELECT w.flow_control INTO config FROM workflows.workflows w WHERE w.name = m.workflow;
     IF config IS NULL THEN
         UPDATE workflows.flow_members f SET state = 'holds', debouncing = false, keys = '{}'
          WHERE f.instance_id = instance;
