@@ -149,11 +149,12 @@ static WfQuery q_step_upsert = {
 	INT4OID, INT4OID}, NULL
 };
 
+/* $8: the instance's run, from the tick's claim (tick_run) */
 static WfQuery q_attempt = {
 	"INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at, "
-	"  ended_at, success, error, run) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-	"  (SELECT run FROM workflows.instances WHERE id = $1))",
-	7, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID, JSONBOID}, NULL
+	"  ended_at, success, error, run) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+	8, {TEXTOID, TEXTOID, INT4OID, TIMESTAMPTZOID, TIMESTAMPTZOID, BOOLOID, JSONBOID,
+	INT4OID}, NULL
 };
 
 static WfQuery q_finish_sleep = {
@@ -858,14 +859,8 @@ record_attempt(const char *id, WfAction *a, Jsonb *config, TimestampTz start,
 			   TimestampTz end, Jsonb *output, Jsonb *error, int sqlerrcode,
 			   const char *message, TimestampTz *retry_at)
 {
-	Datum		v[7];
-	char		n[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
-
-	v[0] = CStringGetTextDatum(id);
-	v[1] = CStringGetTextDatum(a->key);
-	v[2] = Int32GetDatum(a->attempt);
-	v[3] = TimestampTzGetDatum(start);
-	v[4] = TimestampTzGetDatum(end);
+	Datum		v[8];
+	char		n[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 
 	if (error == NULL && a->attempt == 1 && a->interrupted == 0 && a->is_new)
 	{
@@ -879,6 +874,13 @@ record_attempt(const char *id, WfAction *a, Jsonb *config, TimestampTz start,
 		memo_step(a, 's', 'c', output, NULL, 1, 0);
 		return true;
 	}
+
+	v[0] = CStringGetTextDatum(id);
+	v[1] = CStringGetTextDatum(a->key);
+	v[2] = Int32GetDatum(a->attempt);
+	v[3] = TimestampTzGetDatum(start);
+	v[4] = TimestampTzGetDatum(end);
+	v[7] = Int32GetDatum(tick_run);
 	if (error == NULL)
 	{
 		save_step(id, a, "step", "complete", output, NULL, config, a->attempt, end, 0);
@@ -1022,7 +1024,7 @@ start_call(const char *id, Oid owner, WfAction *a, TimestampTz *wake)
 	{
 		int64		timeout = a->config.timeout_ms;
 		TimestampTz began = a->until - (timeout + WF_CALL_LEASE_MS) * 1000;
-		Datum		v[7];
+		Datum		v[8];
 		ErrorData	lost;
 
 		memset(&lost, 0, sizeof(lost));
@@ -1036,6 +1038,7 @@ start_call(const char *id, Oid owner, WfAction *a, TimestampTz *wake)
 		v[4] = TimestampTzGetDatum(now);
 		v[5] = BoolGetDatum(false);
 		v[6] = JsonbPGetDatum(wf_error_jsonb(&lost));
+		v[7] = Int32GetDatum(tick_run);
 		wf_query(&q_attempt, v, NULL, 0);
 		a->interrupted++;
 		if (a->interrupted >= wf_max_step_crashes)
