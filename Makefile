@@ -13,6 +13,7 @@ OBJS = \
 	src/flow.o \
 	src/guc.o \
 	src/http.o \
+	src/ids.o \
 	src/kinds.o \
 	src/launcher.o \
 	src/owner.o \

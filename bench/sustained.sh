@@ -3,6 +3,7 @@
 #
 #   bash bench/sustained.sh                        30 minutes
 #   SUSTAINED_MINUTES=1 bash bench/sustained.sh    a short run that proves the script works
+#   SUSTAINED_VACUUM_FULL=0 ...                    skip the footprint after VACUUM FULL
 #
 # On a throwaway server (loopback only, removed on exit) with the default
 # configuration (2 executors; nothing is deleted: the retention is 7 days),
@@ -10,7 +11,11 @@
 # about SUSTAINED_BACKLOG (default 20,000) instances is always queued: the
 # executors are never idle, and the tables grow all the time.  Prints, for
 # every minute, the steps completed in it (the executors' inserts into
-# workflows.steps, from the server's statistics), then the first and the
+# workflows.steps, from the server's statistics) with the WAL bytes, the
+# full-page images and the blocks read from outside shared buffers per step
+# in that minute (what a growing working set costs), the mean time of a
+# WAL sync (what the disk costs: every commit waits for one) and the
+# executors' CPU per step (what the engine costs), then the first and the
 # last five minutes side by side (flat means a ratio near 1.0), and what
 # the kept rows take on disk per completed step (tables and their indexes:
 # instances, steps, attempts), as is and after VACUUM FULL.
@@ -50,8 +55,23 @@ free_kb=$(df -Pk "$WORK" | awk 'NR == 2 { print $4 }')
 steps_inserted() {
     q "SELECT n_tup_ins FROM pg_stat_user_tables WHERE schemaname = 'workflows' AND relname = 'steps'"
 }
+# WAL bytes, full-page images, blocks read from outside shared buffers, WAL
+# syncs and the time they took (ms) so far, and the executors' CPU (clock ticks)
+io_counters() {
+    local pids ticks=0 p
+    read -r -a pids <<<"$(q "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity
+                              WHERE application_name = 'workflows executor'")"
+    for p in "${pids[@]}"; do
+        [[ -r /proc/$p/stat ]] || continue
+        ticks=$(( ticks + $(awk '{ print $14 + $15 }' "/proc/$p/stat") ))
+    done
+    echo "$(q "SELECT w.wal_bytes::bigint || ' ' || w.wal_fpi || ' ' || d.blks_read || ' ' ||
+                      w.wal_sync || ' ' || w.wal_sync_time::bigint
+                 FROM pg_stat_wal w, pg_stat_database d WHERE d.datname = current_database()") $ticks"
+}
 
-server_init
+# the time of each WAL sync, per minute: the disk's share of a slow minute
+server_init "track_wal_io_timing = on"
 server_start
 q_open
 q "CREATE EXTENSION workflows" >/dev/null
@@ -67,6 +87,7 @@ say "sustained run: $MINUTES minute(s), a backlog of about $BACKLOG instances x 
 start=$(date +%s)
 minute_end=$(( start + 60 ))
 last=$(steps_inserted)
+read -r last_wal last_fpi last_read last_syncs last_sync_ms last_ticks <<<"$(io_counters)"
 per_minute=()
 while (( ${#per_minute[@]} < MINUTES )); do
     queued=$(q "SELECT count(*) FROM workflows.instances WHERE status = 'queued'")
@@ -78,10 +99,16 @@ while (( ${#per_minute[@]} < MINUTES )); do
     fi
     if (( $(date +%s) >= minute_end )); then
         now_steps=$(steps_inserted)
+        read -r wal fpi rd syncs sync_ms ticks <<<"$(io_counters)"
+        d=$(( now_steps - last )); (( d > 0 )) || d=1
+        ds=$(( syncs - last_syncs )); (( ds > 0 )) || ds=1
         per_minute+=( $(( now_steps - last )) )
-        printf 'minute %3d  %9d steps  %8.0f steps/s\n' "${#per_minute[@]}" \
-            $(( now_steps - last )) "$(calc "($now_steps - $last) / 60")"
-        last=$now_steps
+        printf 'minute %3d  %9d steps  %6.0f steps/s  WAL %5.0f B/step  %5.3f FPI/step  %5.3f reads/step  %5.3f ms/WAL sync  %5.3f executor CPU ms/step\n' \
+            "${#per_minute[@]}" $(( now_steps - last )) "$(calc "($now_steps - $last) / 60")" \
+            "$(calc "($wal - $last_wal) / $d")" "$(calc "($fpi - $last_fpi) / $d")" "$(calc "($rd - $last_read) / $d")" \
+            "$(calc "($sync_ms - $last_sync_ms) / $ds")" "$(calc "($ticks - $last_ticks) * 1000 / $CLK_TCK / $d")"
+        last=$now_steps; last_wal=$wal; last_fpi=$fpi; last_read=$rd
+        last_syncs=$syncs; last_sync_ms=$sync_ms; last_ticks=$ticks
         minute_end=$(( minute_end + 60 ))
     fi
     sleep 1
@@ -109,6 +136,7 @@ bytes() {
 as_is=$(bytes)
 say "kept: $kept instances, $done_steps completed steps"
 say "bytes per completed step (instances, steps, attempts with their indexes): $(calc "$as_is / $done_steps") as is"
+[[ ${SUSTAINED_VACUUM_FULL:-1} == 0 ]] && exit 0
 q "VACUUM FULL workflows.instances" >/dev/null 2>&1 || true
 q "VACUUM FULL workflows.steps" >/dev/null 2>&1 || true
 q "VACUUM FULL workflows.attempt_log" >/dev/null 2>&1 || q "VACUUM FULL workflows.attempts" >/dev/null 2>&1 || true

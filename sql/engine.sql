@@ -79,6 +79,19 @@ SELECT workflows.status('no-such-instance');
 
 -- a generated id is a uuid
 SELECT workflows.create('process-files', '{"files": []}') ~ '^[0-9a-f-]{36}$' AS generated;
+-- of version 7: its first 48 bits are the time of the create in
+-- milliseconds, so that ids made later sort later (and new instances share
+-- the right end of every index keyed by instance id)
+SELECT workflows.create('process-files', '{"files": []}') AS id1 \gset
+SELECT pg_sleep(0.002);
+SELECT workflows.create('process-files', '{"files": []}') AS id2 \gset
+SELECT :'id1'::uuid IS NOT NULL AS parses,
+       substr(:'id1', 15, 1) = '7' AS version_7,
+       substr(:'id1', 20, 1) IN ('8', '9', 'a', 'b') AS variant_rfc,
+       :'id1' < :'id2' AS later_sorts_later,
+       ('x' || lpad(replace(left(:'id1', 13), '-', ''), 16, '0'))::bit(64)::bigint
+           - (SELECT extract(epoch FROM created_at) * 1000 FROM workflows.instances WHERE id = :'id1')
+         BETWEEN -1 AND 1000 AS carries_created_at;
 
 -- SQL step arguments: the statement decides their types; values stay data
 CREATE FUNCTION arguments(event jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$

@@ -42,7 +42,6 @@
 #include "utils/json.h"
 #include "utils/array.h"
 #include "funcapi.h"
-#include "utils/uuid.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
@@ -106,7 +105,7 @@ static WfQuery q_add_version = {
 static WfQuery q_add_instance = {
 	"WITH i AS ("
 	"  INSERT INTO workflows.instances (id, workflow, version_id, owner, params, trigger, wake_at) "
-	"  VALUES (COALESCE($1, gen_random_uuid()::text), $2, $3, $4::oid::regrole, $5, "
+	"  VALUES ($1, $2, $3, $4::oid::regrole, $5, "
 	"          COALESCE($6, '{\"source\": \"api\"}'), now()) "
 	"  ON CONFLICT (id) DO NOTHING RETURNING id), "
 	"a AS ("
@@ -528,8 +527,9 @@ wf_create(PG_FUNCTION_ARGS)
 	if (aclresult != ACLCHECK_OK)
 		aclcheck_error(aclresult, OBJECT_FUNCTION, get_func_name(fn));
 
-	v[0] = id ? CStringGetTextDatum(id) : (Datum) 0;
-	n[0] = id ? ' ' : 'n';
+	if (id == NULL)
+		id = wf_new_instance_id();
+	v[0] = CStringGetTextDatum(id);
 	v[1] = CStringGetTextDatum(workflow);
 	v[3] = ObjectIdGetDatum(caller);
 	v[4] = JsonbPGetDatum(params);
@@ -1033,8 +1033,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 			opts[i] = NULL;
 
 		if (idv == NULL || idv->type == jbvNull)
-			id = DatumGetCString(DirectFunctionCall1(uuid_out,
-													 DirectFunctionCall1(gen_random_uuid, (Datum) 0)));
+			id = wf_new_instance_id();
 		else if (idv->type != jbvString || idv->val.string.len == 0 ||
 				 idv->val.string.len > WF_MAX_ID_LEN)
 			batch_error(i, "\"id\" must be a string of 1 to 200 bytes");

@@ -360,6 +360,9 @@ extern bool wf_http_header_value_valid(const char *s);
 extern bool wf_secret_name_valid(const char *name);
 extern char *wf_secret_value(Oid owner, const char *name);
 
+/* ---- ids.c ---- */
+extern char *wf_new_instance_id(void);
+
 /* ---- async.c ---- */
 /* how long after its deadline nobody else takes an instance whose call is in flight */
 #define WF_CALL_LEASE_MS	5000
