@@ -548,7 +548,7 @@ wf_create(PG_FUNCTION_ARGS)
 	result = spi_strdup(result);
 	wf_as_owner_end(&s);
 
-	wf_wake_at_commit();
+	wf_wake_new_at_commit(1);
 	PG_RETURN_TEXT_P(cstring_to_text(result));
 }
 
@@ -648,8 +648,9 @@ static WfQuery q_unusable = {
 	1, {TEXTOID}, NULL
 };
 
-static WfQuery q_status_doc = {
-	"SELECT workflows.status($1)",
+/* the status, then the document (its status as text, for is_final()) */
+static WfQuery q_status_doc_and_status = {
+	"SELECT d->>'status', d FROM workflows.status($1) d",
 	1, {TEXTOID}, NULL
 };
 
@@ -688,6 +689,7 @@ wf_wait(PG_FUNCTION_ARGS)
 	Datum		v[1];
 	Datum		result;
 	bool		isnull;
+	bool		doc_read = false;
 
 	if (PG_ARGISNULL(1))
 		ereport(ERROR,
@@ -707,30 +709,33 @@ wf_wait(PG_FUNCTION_ARGS)
 	PG_ENSURE_ERROR_CLEANUP(wait_cleanup, (Datum) 0);
 	{
 		wait_slot = wf_add_waiter(wf_id_hash(id));
-		for (;;)
+
+		/* a new snapshot for each look; RLS hides others' instances */
+		if (wf_query(&q_status, v, NULL, 1) == 0)
+			wf_query(&q_unusable, v, NULL, 0);	/* raises */
+
+		/*
+		 * Created (or restarted) by this very transaction: no executor can
+		 * see it before the commit, so waiting could only time out.
+		 * Drivers that turn autocommit off make this easy to do.
+		 */
+		if (!is_final(wf_get_text(0, 1)) &&
+			TransactionIdIsCurrentTransactionId(DatumGetTransactionId(wf_get_datum(0, 2, &isnull))))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+					 errmsg("workflow instance \"%s\" was created or changed by this transaction, which has not committed yet", id),
+					 errdetail("Executors only see committed instances, so it cannot make progress before this transaction ends."),
+					 errhint("Commit first, then call workflows.wait().")));
+
+		/*
+		 * Then the whole document at each look: once woken, the instance is
+		 * most likely final, and the document is what is returned (one
+		 * statement per look instead of two at the end).
+		 */
+		while (!is_final(wf_get_text(0, 1)))
 		{
-			char	   *status;
-			long		ms;
+			long		ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 
-			/* a new snapshot for each look; RLS hides others' instances */
-			if (wf_query(&q_status, v, NULL, 1) == 0)
-				wf_query(&q_unusable, v, NULL, 0);	/* raises */
-			status = wf_get_text(0, 1);
-			if (is_final(status))
-				break;
-
-			/*
-			 * Created (or restarted) by this very transaction: no executor
-			 * can see it before the commit, so waiting could only time out.
-			 * Drivers that turn autocommit off make this easy to do.
-			 */
-			if (TransactionIdIsCurrentTransactionId(DatumGetTransactionId(wf_get_datum(0, 2, &isnull))))
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
-						 errmsg("workflow instance \"%s\" was created or changed by this transaction, which has not committed yet", id),
-						 errdetail("Executors only see committed instances, so it cannot make progress before this transaction ends."),
-						 errhint("Commit first, then call workflows.wait().")));
-			ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), deadline);
 			if (ms <= 0)
 				break;
 			if (wait_slot < 0)
@@ -739,13 +744,16 @@ wf_wait(PG_FUNCTION_ARGS)
 							 ms, PG_WAIT_EXTENSION);
 			ResetLatch(MyLatch);
 			CHECK_FOR_INTERRUPTS();
+			wf_query(&q_status_doc_and_status, v, NULL, 1);
+			doc_read = true;
 		}
 	}
 	PG_END_ENSURE_ERROR_CLEANUP(wait_cleanup, (Datum) 0);
 	wait_cleanup(0, (Datum) 0);
 
-	wf_query(&q_status_doc, v, NULL, 1);
-	result = wf_get_datum(0, 1, &isnull);
+	if (!doc_read)
+		wf_query(&q_status_doc_and_status, v, NULL, 1);
+	result = wf_get_datum(0, 2, &isnull);
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
 	PG_RETURN_DATUM(result);
@@ -1165,7 +1173,7 @@ wf_create_batch(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	if (inserted > 0)
-		wf_wake_at_commit();
+		wf_wake_new_at_commit(inserted);
 	return (Datum) 0;
 }
 

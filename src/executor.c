@@ -1641,6 +1641,8 @@ abandon_batch(void)
 static int
 claim(Datum *v)
 {
+	int			n;
+
 	while (batch.next_ahead < batch.nahead)
 	{
 		v[1] = CStringGetTextDatum(batch.ahead[batch.next_ahead++]);
@@ -1648,15 +1650,20 @@ claim(Datum *v)
 			return 1;
 	}
 	batch.nahead = batch.next_ahead = 0;
+	/* idle until the claim finds something (shmem.c, wf_wake_idle()) */
+	wf_executor_looking(my_slot);
 	if (batch.streak > 0 && batch.instances + WF_CLAIM_AHEAD <= WF_BATCH_INSTANCES)
 	{
-		int			n = wf_query_indexed(&q_claim_some, v, NULL, 0);
-
+		n = wf_query_indexed(&q_claim_some, v, NULL, 0);
 		for (int i = 1; i < n; i++)
 			strlcpy(batch.ahead[batch.nahead++], wf_get_text(i, 1), WF_MAX_ID_LEN + 1);
-		return n;
 	}
-	return wf_query_indexed(&q_claim_any, v, NULL, 1);
+	else
+		n = wf_query_indexed(&q_claim_any, v, NULL, 1);
+	/* woken for a new instance, but busy now: wake somebody else for it */
+	if (n > 0 && wf_executor_found_work(my_slot))
+		wf_wake_idle(MyDatabaseId, 1);
+	return n;
 }
 
 /*

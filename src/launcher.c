@@ -402,6 +402,7 @@ start_executor(WfDb *db, int index, TimestampTz now)
 	slot->pid = 0;
 	slot->proc = NULL;
 	slot->ready = false;
+	slot->idle = slot->woken = false;
 	slot->extension_absent = false;
 	slot->owner = InvalidOid;
 	slot->instance[0] = '\0';

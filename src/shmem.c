@@ -162,6 +162,81 @@ wf_wake_database(Oid dboid)
 	}
 }
 
+/*
+ * Waking executors for new instances.  A commit that made n instances
+ * runnable (create(), create_batch()) wakes at most n executors, and only
+ * idle ones: waking every executor for one instance made all but one of
+ * them look for work, find none and plan their sleep again, a transaction
+ * each, on the cores the one that found it needed (a thundering herd).
+ *
+ * No wake-up is lost.  An executor marks itself idle before every claim
+ * that looks for new work (wf_executor_looking()), and a committer reads
+ * the marks after its commit is visible.  So either the claim's snapshot
+ * sees the commit, or the committer sees the mark and sets the latch; an
+ * executor whose mark another committer took meanwhile has its latch set,
+ * and claims again before it sleeps.  An executor that is busy (no mark)
+ * claims again after its instance anyway.  One woken for new work that
+ * finds other work first hands the wake-up on to another idle executor
+ * (wf_executor_found_work()), so that a new instance is not left waiting
+ * behind a batch while an executor sleeps.
+ */
+void
+wf_wake_idle(Oid dboid, int n)
+{
+	static int	next = 0;
+	int			d = wf_find_database(dboid);
+
+	if (d < 0)
+		return;
+	next = (next + 1) % wf_max_workers;
+	for (int i = 0; i < wf_max_workers && n > 0; i++)
+	{
+		WfWorkerSlot *slot = &wf_slots[d * wf_max_workers + (next + i) % wf_max_workers];
+		PGPROC	   *proc = NULL;
+
+		SpinLockAcquire(&slot->mutex);
+		if (slot->dboid == dboid && slot->proc != NULL && slot->idle)
+		{
+			proc = slot->proc;
+			slot->idle = false;
+			slot->woken = true;
+		}
+		SpinLockRelease(&slot->mutex);
+		if (proc != NULL)
+		{
+			SetLatch(&proc->procLatch);
+			n--;
+		}
+	}
+}
+
+/* an executor is about to look for new work (see wf_wake_idle()) */
+void
+wf_executor_looking(WfWorkerSlot *slot)
+{
+	SpinLockAcquire(&slot->mutex);
+	slot->idle = true;
+	slot->woken = false;
+	SpinLockRelease(&slot->mutex);
+}
+
+/*
+ * An executor found work: it is no longer idle.  Returns true if it was
+ * woken for new work meanwhile, which it must hand on.
+ */
+bool
+wf_executor_found_work(WfWorkerSlot *slot)
+{
+	bool		woken;
+
+	SpinLockAcquire(&slot->mutex);
+	woken = slot->woken;
+	slot->idle = false;
+	slot->woken = false;
+	SpinLockRelease(&slot->mutex);
+	return woken;
+}
+
 static void
 wake_launcher(void)
 {

@@ -8,7 +8,9 @@
  * transaction callback runs after the commit is visible to other backends
  * and sets the executors' latches: a new instance starts within
  * milliseconds, with no polling and no NOTIFY (which would take a global
- * lock in every commit).  An aborted transaction wakes nobody.
+ * lock in every commit).  New instances wake one idle executor each, at
+ * most (wf_wake_idle(), shmem.c); events, commands and the rest wake them
+ * all.  An aborted transaction wakes nobody.
  *
  * A transaction that would wake someone cannot be prepared (PREPARE
  * TRANSACTION): its rows become visible at COMMIT PREPARED, possibly in
@@ -35,6 +37,7 @@ static bool pending_event = false;
 static bool pending_child = false;
 static bool pending_launch = false;
 static bool pending_waiters = false;
+static int64 pending_new = 0;	/* instances made runnable: wake that many */
 
 /* databases to probe at commit, and to resume at the end (utility.c) */
 #define WF_MAX_PENDING_DBS	8
@@ -66,6 +69,8 @@ wf_xact_callback(XactEvent event, void *arg)
 				pg_atomic_fetch_add_u64(&wf_shared->child_generation, 1);
 			if (pending_wake)
 				wf_wake_database(MyDatabaseId);
+			else if (pending_new > 0)
+				wf_wake_idle(MyDatabaseId, (int) Min(pending_new, WF_MAX_WORKERS_LIMIT));
 			if (pending_waiters)
 				wf_wake_waiters(0);
 			for (int i = 0; i < nprobe_dbs; i++)
@@ -73,9 +78,11 @@ wf_xact_callback(XactEvent event, void *arg)
 			nprobe_dbs = 0;
 			resume_all();
 			pending_wake = pending_event = pending_child = pending_launch = pending_waiters = false;
+			pending_new = 0;
 			break;
 		case XACT_EVENT_PRE_PREPARE:
-			if (pending_wake || pending_event || pending_child || pending_launch || pending_waiters)
+			if (pending_wake || pending_new > 0 || pending_event || pending_child ||
+				pending_launch || pending_waiters)
 				ereport(ERROR,
 						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 						 errmsg("cannot PREPARE a transaction that created, resumed or signalled workflow instances or created the workflows extension"),
@@ -88,6 +95,7 @@ wf_xact_callback(XactEvent event, void *arg)
 			resume_all();
 			nprobe_dbs = 0;
 			pending_wake = pending_event = pending_child = pending_launch = pending_waiters = false;
+			pending_new = 0;
 			break;
 		default:
 			break;
@@ -110,6 +118,17 @@ wf_wake_at_commit(void)
 {
 	wf_register_callback();
 	pending_wake = true;
+}
+
+/*
+ * The current transaction made n new instances runnable: wake as many idle
+ * executors (at most), not all of them (shmem.c, wf_wake_idle()).
+ */
+void
+wf_wake_new_at_commit(int64 n)
+{
+	wf_register_callback();
+	pending_new += n;
 }
 
 /* the current transaction ended an instance: wake workflows.wait() callers */

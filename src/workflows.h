@@ -107,6 +107,9 @@ typedef struct WfWorkerSlot
 	char		step[WF_MAX_KEY_LEN + 1];
 	TimestampTz since;
 	int			calls;			/* out-of-transaction steps in flight */
+	/* who to wake for new instances (wf_wake_idle()) */
+	bool		idle;			/* looking for work: its claim may find none */
+	bool		woken;			/* woken for new work since it began to look */
 } WfWorkerSlot;
 
 /* backends that may pause one database's executors at the same time */
@@ -207,6 +210,9 @@ extern WfWorkerSlot *wf_slots;
 extern void wf_shmem_init(void);
 extern int	wf_find_database(Oid dboid);
 extern void wf_wake_database(Oid dboid);
+extern void wf_wake_idle(Oid dboid, int n);
+extern void wf_executor_looking(WfWorkerSlot *slot);
+extern bool wf_executor_found_work(WfWorkerSlot *slot);
 extern void wf_request_launch(Oid dboid);
 extern void wf_read_slot(int n, WfWorkerSlot *copy);
 extern bool wf_executor_running(Oid dboid, int index, uint32 generation);
@@ -220,6 +226,7 @@ extern void wf_wake_waiters(uint32 idhash);
 
 /* ---- wakeup.c ---- */
 extern void wf_wake_at_commit(void);
+extern void wf_wake_new_at_commit(int64 n);
 extern void wf_signal_at_commit(void);
 extern void wf_child_signal_at_commit(void);
 extern void wf_waiters_at_commit(void);
