@@ -23,7 +23,9 @@
 #include "workflows.h"
 
 #include "datatype/timestamp.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
+#include "utils/uuid.h"
 
 /* microseconds from the Unix epoch to PostgreSQL's */
 #define WF_UNIX_TO_PG_US \
@@ -36,32 +38,20 @@
 char *
 wf_new_instance_id(void)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint8		u[16];
-	char	   *out = palloc(37);
+	pg_uuid_t	u;
 	int64		us = (int64) GetCurrentTimestamp() + WF_UNIX_TO_PG_US;
 	uint64		ms = (uint64) (us / 1000);
 	uint32		frac = (uint32) ((us % 1000) * 4096 / 1000);	/* 12 bits */
-	char	   *p = out;
 
-	if (!pg_strong_random(u + 8, 8))
+	if (!pg_strong_random(u.data + 8, 8))
 		ereport(ERROR,
 				(errcode(ERRCODE_INTERNAL_ERROR),
 				 errmsg("could not generate random values")));
-
 	for (int i = 0; i < 6; i++)
-		u[i] = (uint8) (ms >> (40 - 8 * i));
-	u[6] = 0x70 | (uint8) (frac >> 8);	/* version 7 */
-	u[7] = (uint8) frac;
-	u[8] = 0x80 | (u[8] & 0x3f);	/* variant 10 */
+		u.data[i] = (uint8) (ms >> (40 - 8 * i));
+	u.data[6] = 0x70 | (uint8) (frac >> 8);	/* version 7 */
+	u.data[7] = (uint8) frac;
+	u.data[8] = 0x80 | (u.data[8] & 0x3f);	/* variant 10 */
 
-	for (int i = 0; i < 16; i++)
-	{
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*p++ = '-';
-		*p++ = hex[u[i] >> 4];
-		*p++ = hex[u[i] & 0x0f];
-	}
-	*p = '\0';
-	return out;
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&u)));
 }

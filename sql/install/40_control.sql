@@ -72,13 +72,15 @@ BEGIN
                 WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0));
         -- (their attempts stay, under the run number being replaced: a first
         -- attempt kept in its step's row gets a row of its own)
+        WITH gone AS (
+            DELETE FROM workflows.steps s
+             WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0)
+            RETURNING s.instance_id, s.key, s.started_at, s.ended_at, s.attempt_run)
         INSERT INTO workflows.attempt_log (instance_id, step_key, attempt, started_at,
                                            ended_at, success, run)
-        SELECT s.instance_id, s.key, 1, s.started_at, s.ended_at, true, s.attempt_run
-          FROM workflows.steps s
-         WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0)
-           AND s.attempt_run IS NOT NULL;
-        DELETE FROM workflows.steps s WHERE s.instance_id = instance AND (s.seq >= from_seq OR s.seq < 0);
+        SELECT g.instance_id, g.key, 1, g.started_at, g.ended_at, true, g.attempt_run
+          FROM gone g
+         WHERE g.attempt_run IS NOT NULL;
         new_status := CASE WHEN from_seq = 0 THEN 'queued' ELSE 'running' END;
         UPDATE workflows.instances
            SET status = new_status, wake_at = now(), waiting_for = NULL, output = NULL,
